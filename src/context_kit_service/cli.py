@@ -1,0 +1,194 @@
+"""Command line: `context-kit-service serve | doctor`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from context_kit_service import __version__
+from context_kit_service.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger("context_kit_service.cli")
+
+PARENT_POLL_S = 0.25
+GRACEFUL_SHUTDOWN_S = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="context-kit-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; CKS_HOST)")
+    serve.add_argument("--port", type=int, help="port (0 picks a free one; CKS_PORT)")
+    serve.add_argument("--repo", type=Path, help="default context repository (CKS_REPO_PATH)")
+    serve.add_argument(
+        "--parent-pid", type=int, help="exit within 2 s once this process is gone (Electron)"
+    )
+
+    commands.add_parser("doctor", help="check every configured component and say how to fix it")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {"host": args.host, "port": args.port, "repo_path": args.repo}
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(128)
+    return sock
+
+
+def _parent_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def _watch_parent(server: Any, pid: int) -> None:
+    while not server.should_exit:
+        if not _parent_alive(pid):
+            logger.warning("parent process is gone; shutting down", extra={"parentPid": pid})
+            server.should_exit = True
+            server.force_exit = True
+            return
+        await asyncio.sleep(PARENT_POLL_S)
+
+
+async def _announce_ready(server: Any, url: str, settings: Settings) -> None:
+    """Print the one ready line once the running server reports itself healthy over HTTP."""
+    import httpx
+
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    headers = {}
+    if settings.auth_token is not None:
+        headers["Authorization"] = f"Bearer {settings.auth_token.get_secret_value()}"
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+        while not server.should_exit:
+            response = await client.get("/health")
+            if response.status_code == 200:
+                line = {
+                    "event": "ready",
+                    "url": url,
+                    "port": int(url.rsplit(":", 1)[1]),
+                    "pid": os.getpid(),
+                }
+                sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+                sys.stdout.flush()
+                return
+            logger.warning("not healthy yet", extra={"health": response.json()})
+            await asyncio.sleep(1.0)
+
+
+async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None) -> None:
+    import uvicorn
+
+    from context_kit_service.server import create_app
+
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    helpers = [asyncio.create_task(_announce_ready(server, url, settings))]
+    if parent_pid is not None:
+        helpers.append(asyncio.create_task(_watch_parent(server, parent_pid)))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = load_settings(**_overrides(args))
+    from context_kit_service.server.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    if not settings.host_is_loopback and settings.auth_token is None:
+        print(
+            f"error: refusing to bind {settings.host} (not loopback) without an auth token; "
+            "set CKS_AUTH_TOKEN or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    if args.parent_pid is not None and not _parent_alive(args.parent_pid):
+        print(f"error: --parent-pid {args.parent_pid} is not a running process", file=sys.stderr)
+        return 2
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"error: cannot bind {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    # uvicorn re-raises the signal that stopped it once shut down; a no-op handler lets the
+    # process exit 0 after a graceful SIGTERM/SIGINT instead of dying by the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    asyncio.run(_serve(settings, sock, args.parent_pid))
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    from context_kit_service.server.health import CHECKS
+
+    settings = load_settings()
+    failed = 0
+    print(
+        f"context-kit-service {__version__}: provider={settings.provider}, "
+        f"embeddings={settings.embeddings_provider}, data={settings.data_dir}"
+    )
+    for name, check in CHECKS.items():
+        result = check(settings)
+        mark = {"healthy": "ok  ", "degraded": "warn", "unhealthy": "FAIL"}[result.status]
+        failed += result.status == "unhealthy"
+        print(f"[{mark}] {name}: {result.detail}")
+    if settings.repo_path is not None and not settings.repo_path.is_dir():
+        failed += 1
+        print(f"[FAIL] repository: {settings.repo_path} is not a directory (CKS_REPO_PATH)")
+    if not settings.host_is_loopback and settings.auth_token is None:
+        failed += 1
+        print(f"[FAIL] auth: {settings.host} is not loopback; set CKS_AUTH_TOKEN")
+    print("all good" if not failed else f"{failed} problem(s) found")
+    return 1 if failed else 0
+
+
+COMMANDS = {"serve": serve, "doctor": doctor}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

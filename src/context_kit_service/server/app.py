@@ -1,0 +1,56 @@
+"""The FastAPI app factory: middleware, error handlers, lifespan and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from context_kit_service import __version__
+from context_kit_service.server import routes_health
+from context_kit_service.server.errors import install_error_handlers
+from context_kit_service.server.health import HealthChecker
+from context_kit_service.server.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
+from context_kit_service.server.state import ServiceState
+from context_kit_service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, health: HealthChecker | None = None) -> FastAPI:
+    """Build the service. Cheap: models and indexes load lazily, on first use."""
+    settings = settings or get_settings()
+    state = ServiceState(settings=settings, health=health or HealthChecker(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        yield
+
+    app = FastAPI(
+        title="context-kit-service",
+        version=__version__,
+        description="LangGraph agent orchestration sidecar of the context-kit desktop app.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(routes_health.router)
+
+    # Outermost last: request ids wrap everything, then auth, then the size cap.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    if settings.auth_token is not None:
+        app.add_middleware(AuthMiddleware, token=settings.auth_token.get_secret_value())
+    app.add_middleware(RequestContextMiddleware)
+    return app

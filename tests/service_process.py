@@ -1,0 +1,87 @@
+"""Start the real service as a subprocess (`context-kit-service serve`) and read its ready line."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[str]
+    ready: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["url"])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Send `sig` (if still running) and wait; returns the exit code."""
+        return self.finish(sig, timeout)[0]
+
+    def finish(self, sig: int | None = None, timeout: float = 10) -> tuple[int, str, str]:
+        """Optionally signal, then wait for exit and collect the rest of stdout and stderr."""
+        if sig is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise
+        return self.process.returncode, out, err
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        raise TimeoutError(f"no line on stdout within {timeout}s")
+    return process.stdout.readline()
+
+
+def spawn(
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
+    full_env.update({"CKS_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "context_kit_service.cli", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=cwd or data_dir.parent,
+    )
+
+
+def start(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> Service:
+    process = spawn(data_dir, *args, env=env)
+    started = time.monotonic()
+    try:
+        line = read_line(process, timeout)
+    except TimeoutError:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"service not ready in {timeout}s; stderr:\n{err[-4000:]}") from None
+    if not line:
+        _, err = process.communicate()
+        raise AssertionError(f"service exited: {process.returncode}; stderr:\n{err[-4000:]}")
+    ready = json.loads(line)
+    ready["_seconds"] = time.monotonic() - started
+    return Service(process, ready)

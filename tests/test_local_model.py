@@ -1,0 +1,134 @@
+"""The embedded default for real: the packaged Gemma 3 270M GGUF through llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import jsonschema
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from context_kit_service.local_models import LocalChatModel, default_gguf_path, format_transcript
+from context_kit_service.providers import ProviderError, chat_spec, get_chat_model
+
+pytestmark = pytest.mark.model
+
+PROMPT = [
+    SystemMessage("You write one short sentence about software projects."),
+    HumanMessage("Describe a login feature."),
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LocalChatModel]:
+    return LocalChatModel(
+        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=24, n_ctx=1024
+    )
+
+
+def test_the_factory_builds_the_local_model_on_the_packaged_gguf(make_settings) -> None:
+    model = get_chat_model(chat_spec(make_settings(), temperature=0.0, max_tokens=5))
+    assert isinstance(model, LocalChatModel)
+    assert (model.model_path, model.temperature, model.max_tokens) == (
+        str(default_gguf_path()),
+        0.0,
+        5,
+    )
+
+
+def test_transcript_is_a_completion_prompt() -> None:
+    assert format_transcript([*PROMPT, AIMessage("Sure."), HumanMessage("More?")]) == (
+        "You write one short sentence about software projects.\n\n"
+        "User: Describe a login feature.\n"
+        "Assistant: Sure.\n"
+        "User: More?\n"
+        "Assistant:"
+    )
+
+
+async def test_streaming_matches_invoke_and_reports_real_usage(model: LocalChatModel) -> None:
+    chunks = [chunk async for chunk in model.astream(PROMPT)]
+    streamed = "".join(str(chunk.content) for chunk in chunks)
+    invoked = await model.ainvoke(PROMPT)
+
+    assert len([c for c in chunks if c.content]) >= 2
+    assert streamed.strip() == invoked.content
+    assert invoked.content != ""
+    usage = invoked.usage_metadata
+    assert usage is not None
+    runtime = model.runtime
+    assert usage["input_tokens"] == runtime.count_tokens(format_transcript(PROMPT), add_bos=True)
+    assert usage["output_tokens"] == runtime.count_tokens(str(invoked.content), add_bos=False)
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    streamed_usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert [u["input_tokens"] for u in streamed_usage] == [usage["input_tokens"]]
+
+
+async def test_max_tokens_is_honoured(model: LocalChatModel) -> None:
+    reply = await model.ainvoke(PROMPT, max_tokens=3)
+    assert reply.response_metadata["finish_reason"] == "length"
+    assert reply.usage_metadata is not None
+    assert reply.usage_metadata["output_tokens"] <= 3
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "status": {"type": "string", "enum": ["proposed", "in-progress", "done"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 2},
+    },
+    "required": ["title", "status", "tags"],
+    "additionalProperties": False,
+}
+
+
+async def test_json_schema_constrained_output_parses_and_validates(model: LocalChatModel) -> None:
+    structured = model.bind(max_tokens=120).with_structured_output(SCHEMA)  # type: ignore[attr-defined]
+    result = await structured.ainvoke(
+        [HumanMessage("A feature for exporting reports as PDF, as JSON:")]
+    )
+    jsonschema.validate(result, SCHEMA)
+    assert set(result) == {"title", "status", "tags"}
+
+
+async def test_cancelling_a_stream_stops_the_model_between_tokens(model: LocalChatModel) -> None:
+    long = LocalChatModel(model_path=model.model_path, temperature=0.0, max_tokens=400, n_ctx=1024)
+    stream = long.astream([HumanMessage("Write a long story about a dragon.")])
+    first = await anext(stream)
+    assert first.content != ""
+    started = time.monotonic()
+    await stream.aclose()
+    assert time.monotonic() - started < 1.0
+    assert long.runtime.lock.acquire(timeout=1.0)
+    long.runtime.lock.release()
+
+
+async def test_generation_does_not_block_the_event_loop(model: LocalChatModel) -> None:
+    gaps: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    stop = asyncio.Event()
+    tick = asyncio.create_task(ticker(stop))
+    first, second = await asyncio.gather(model.ainvoke(PROMPT), model.ainvoke(PROMPT))
+    stop.set()
+    await tick
+    assert first.content == second.content  # temperature 0, serialised on one instance
+    assert max(gaps) < 0.1
+
+
+async def test_a_prompt_longer_than_the_context_window_is_refused() -> None:
+    small = LocalChatModel(model_path=str(default_gguf_path()), max_tokens=8, n_ctx=512)
+    with pytest.raises(ProviderError) as raised:
+        await small.ainvoke([HumanMessage("word " * 800)])
+    assert raised.value.code == "CONTEXT_LENGTH_EXCEEDED"
+    assert raised.value.message.endswith("the local model's context window is 512")
