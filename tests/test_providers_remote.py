@@ -10,13 +10,13 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 
 from context_kit_service.providers import (
     ChatModelSpec,
-    EmbeddingsSpec,
     ProviderError,
     as_provider_error,
     chat_spec,
     embeddings_spec,
     get_chat_model,
     get_embeddings,
+    request_chat_spec,
 )
 from context_kit_service.settings import Settings
 from tests.fake_providers import (
@@ -187,4 +187,41 @@ def test_azure_without_endpoint_is_a_config_error(make_settings) -> None:
         422,
         "provider 'azure-openai' needs an endpoint (CKS_BASE_URL)",
     )
-    assert isinstance(EmbeddingsSpec, type)
+
+
+def test_request_config_maps_onto_the_provider(make_settings) -> None:
+    settings = make_settings(provider="ollama", base_url="http://127.0.0.1:11434", model="llama3.2")
+    spec = request_chat_spec(
+        settings,
+        provider="ollama",
+        endpoint="http://127.0.0.1:11434/",
+        model="qwen2.5",
+        temperature=0.0,
+        max_tokens=99,
+    )
+    assert (spec.provider, spec.base_url, spec.model, spec.temperature, spec.max_tokens) == (
+        "ollama",
+        "http://127.0.0.1:11434",
+        "qwen2.5",
+        0.0,
+        99,
+    )
+
+
+def test_request_config_cannot_point_the_server_elsewhere(make_settings) -> None:
+    settings = make_settings(provider="ollama", base_url="http://127.0.0.1:11434")
+    with pytest.raises(ProviderError) as raised:
+        request_chat_spec(settings, endpoint="http://169.254.169.254/latest")
+    assert (raised.value.code, raised.value.status) == ("ENDPOINT_NOT_ALLOWED", 403)
+    with pytest.raises(ProviderError):
+        request_chat_spec(settings, provider="azure-openai", endpoint="http://127.0.0.1:11434")
+    opened = make_settings(provider="ollama", allow_client_endpoints=True)
+    assert (
+        request_chat_spec(opened, endpoint="http://gpu-box:11434").base_url
+        == "http://gpu-box:11434"
+    )
+
+
+def test_the_local_provider_ignores_an_endpoint(make_settings) -> None:
+    spec = request_chat_spec(make_settings(), provider="local", endpoint="http://x")
+    assert (spec.provider, spec.base_url) == ("local", None)

@@ -89,6 +89,48 @@ def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
     return replace(spec, **changes)
 
 
+def request_chat_spec(
+    settings: Settings,
+    *,
+    provider: ProviderName | None = None,
+    endpoint: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    api_version: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> ChatModelSpec:
+    """Map the app's per-request provider `config` onto a spec, within what settings allow.
+
+    A request may only point the server at another endpoint than the configured one when
+    `CKS_ALLOW_CLIENT_ENDPOINTS` is on (otherwise the service could be steered at any URL).
+    The local provider has no endpoint, so `endpoint` is ignored for it.
+    """
+    chosen = provider or settings.provider
+    if chosen == "local":
+        endpoint = None
+    elif endpoint is not None:
+        endpoint = endpoint.rstrip("/")
+        configured = settings.base_url if chosen == settings.provider else None
+        if endpoint != configured and not settings.allow_client_endpoints:
+            raise ProviderError(
+                "ENDPOINT_NOT_ALLOWED",
+                f"config.endpoint {endpoint!r} is not the configured endpoint; "
+                "start the service with CKS_ALLOW_CLIENT_ENDPOINTS=true to allow it",
+                status=403,
+            )
+    return chat_spec(
+        settings,
+        provider=provider,
+        base_url=endpoint,
+        model=model,
+        api_key=api_key,
+        api_version=api_version,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
+
+
 def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
     same_provider = settings.embeddings_provider == settings.provider
     return EmbeddingsSpec(

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
+    base |= {"CKS_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "context_kit_service.cli", "doctor"],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_doctor_passes_on_the_embedded_default(tmp_path: Path) -> None:
+    done = _doctor(tmp_path)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line.split(":")[0] for line in lines[1:-1]] == [
+        "[ok  ] model",
+        "[ok  ] embeddings",
+        "[ok  ] index",
+        "[ok  ] checkpointer",
+    ]
+    assert lines[-1] == "all good"
+
+
+def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    done = _doctor(
+        tmp_path,
+        CKS_MODEL=str(missing),
+        CKS_REPO_PATH=str(tmp_path / "no-repo"),
+        CKS_DATABASE_URL="postgresql://127.0.0.1:1/none",
+    )
+    assert done.returncode == 1
+    assert f"[FAIL] model: GGUF file not found: {missing} (set CKS_MODEL)" in done.stdout
+    assert "[FAIL] checkpointer: PostgreSQL unreachable (OperationalError)" in done.stdout
+    assert (
+        f"[FAIL] repository: {tmp_path / 'no-repo'} is not a directory (CKS_REPO_PATH)"
+        in done.stdout
+    )
+    assert done.stdout.splitlines()[-1] == "3 problem(s) found"
