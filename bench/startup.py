@@ -55,7 +55,9 @@ def _wait_line(process: subprocess.Popen[str], timeout: float) -> str:
 def _measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Seconds from spawn until /health answers 200, and RSS (MB) once idle."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     try:
         url = json.loads(_wait_line(process, 60))["url"]
         while httpx.get(f"{url}/health", timeout=5).status_code != 200:

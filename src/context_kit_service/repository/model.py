@@ -1,0 +1,392 @@
+"""Loading a context repository and answering questions about it.
+
+A `Repository` is an immutable snapshot: entities by id, Markdown documents, load problems,
+and the relation graph. Validation checks each entity against the repository's own
+`.context/schemas/<type>.schema.json` (or the built-in schema) and checks every link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+
+from context_kit_service.repository.types import (
+    ENTITY_TYPES,
+    TYPE_BY_FOLDER,
+    EntityType,
+    Link,
+    builtin_schema,
+    entity_type,
+)
+from context_kit_service.repository.yaml_io import load_yaml
+
+CONTEXTS_DIR = "contexts"
+SCHEMAS_DIR = ".context/schemas"
+DOCUMENT_SUFFIXES = (".md", ".markdown")
+SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: str
+    type: str
+    path: str
+    """Repository-relative POSIX path of the YAML file."""
+    data: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        for key in ("title", "name", "iWant"):
+            value = self.data.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return self.id
+
+    @property
+    def status(self) -> str | None:
+        value = self.data.get("status")
+        return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Document:
+    path: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    relation: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    message: str
+    entity_id: str | None = None
+    field: str | None = None
+    target: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        item = {"file": self.file, "message": self.message}
+        optional = {"entityId": self.entity_id, "field": self.field, "target": self.target}
+        item.update({key: value for key, value in optional.items() if value is not None})
+        return item
+
+
+def _get_path(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def link_ids(data: dict[str, Any], link: Link) -> list[str]:
+    """The ids held by `link` in an entity (strings only; other values are reported by schema)."""
+    value = _get_path(data, link.path)
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [item.strip() for item in values if isinstance(item, str) and item.strip()]
+
+
+@dataclass
+class Repository:
+    root: Path
+    entities: dict[str, Entity]
+    documents: list[Document]
+    load_problems: list[Problem]
+    schemas: dict[str, dict[str, Any]]
+    schema_sources: dict[str, str]
+    signature: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def by_type(self, type_name: str) -> list[Entity]:
+        return sorted(
+            (e for e in self.entities.values() if e.type == type_name), key=lambda e: e.id
+        )
+
+    def totals(self) -> dict[str, int]:
+        counts = Counter(entity.type for entity in self.entities.values())
+        return {name: counts.get(name, 0) for name in ENTITY_TYPES}
+
+    def next_id(self, type_name: str) -> str:
+        kind = entity_type(type_name)
+        numbers = [
+            int(match.group(1))
+            for entity_id in self.entities
+            if (match := kind.id_pattern.match(entity_id))
+        ]
+        return kind.format_id(max(numbers, default=0) + 1)
+
+    @cached_property
+    def edges(self) -> list[Edge]:
+        """Every link between entities (links to unknown ids included)."""
+        found = []
+        for entity in self.entities.values():
+            for link in ENTITY_TYPES[entity.type].links:
+                for target in link_ids(entity.data, link):
+                    found.append(Edge(entity.id, target, link.name))
+        return found
+
+    @cached_property
+    def _downstream(self) -> dict[str, list[tuple[str, str]]]:
+        """Who is affected when an entity changes: id -> [(affected id, relation)]."""
+        graph: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        links: dict[tuple[str, str], Link] = {
+            (kind.name, link.name): link for kind in ENTITY_TYPES.values() for link in kind.links
+        }
+        for edge in self.edges:
+            if edge.target not in self.entities:
+                continue
+            link = links[(self.entities[edge.source].type, edge.relation)]
+            if link.downstream == "target":
+                graph[edge.source].append((edge.target, edge.relation))
+            else:
+                graph[edge.target].append((edge.source, edge.relation))
+        return graph
+
+    def relations(self, entity_id: str) -> dict[str, list[dict[str, str]]]:
+        """An entity's outgoing links and the entities linking to it."""
+        outgoing = [
+            {"relation": e.relation, "id": e.target} for e in self.edges if e.source == entity_id
+        ]
+        incoming = [
+            {"relation": e.relation, "id": e.source} for e in self.edges if e.target == entity_id
+        ]
+        return {"outgoing": outgoing, "incoming": incoming}
+
+    def impact(self, entity_id: str, max_depth: int = 3) -> list[dict[str, Any]]:
+        """Entities affected when `entity_id` changes, nearest first (breadth-first)."""
+        seen = {entity_id}
+        queue: deque[tuple[str, int]] = deque([(entity_id, 0)])
+        affected: list[dict[str, Any]] = []
+        while queue:
+            current, depth = queue.popleft()
+            if depth >= max_depth:
+                continue
+            for neighbour, relation in self._downstream.get(current, []):
+                if neighbour in seen:
+                    continue
+                seen.add(neighbour)
+                entity = self.entities[neighbour]
+                affected.append(
+                    {
+                        "id": neighbour,
+                        "type": entity.type,
+                        "title": entity.title,
+                        "depth": depth + 1,
+                        "via": current,
+                        "relation": relation,
+                    }
+                )
+                queue.append((neighbour, depth + 1))
+        return affected
+
+    # --- validation ------------------------------------------------------------------------
+
+    @cached_property
+    def _validators(self) -> dict[str, Draft7Validator]:
+        return {name: Draft7Validator(schema) for name, schema in self.schemas.items()}
+
+    def schema_problems(self, entity: Entity) -> list[Problem]:
+        problems = []
+        validator = self._validators[entity.type]
+        for error in sorted(validator.iter_errors(entity.data), key=lambda e: list(e.path)):
+            location = ".".join(str(part) for part in error.absolute_path) or None
+            problems.append(Problem(entity.path, error.message, entity.id, location))
+        return problems
+
+    def reference_problems(self, entity: Entity) -> list[Problem]:
+        problems = []
+        for link in ENTITY_TYPES[entity.type].links:
+            for target in link_ids(entity.data, link):
+                linked = self.entities.get(target)
+                if linked is None:
+                    problems.append(
+                        Problem(
+                            entity.path,
+                            f"{link.name} links to {target}, which does not exist",
+                            entity.id,
+                            link.name,
+                            target,
+                        )
+                    )
+                elif linked.type not in link.targets:
+                    wanted = " or ".join(link.targets)
+                    problems.append(
+                        Problem(
+                            entity.path,
+                            f"{link.name} links to {target}, a {linked.type}; expected a {wanted}",
+                            entity.id,
+                            link.name,
+                            target,
+                        )
+                    )
+        if entity.type == "userstory":
+            feature = self.entities.get(str(entity.data.get("feature", "")).strip())
+            if feature is not None and feature.type == "feature":
+                listed = feature.data.get("userStories") or []
+                if entity.id not in listed:
+                    problems.append(
+                        Problem(
+                            entity.path,
+                            f"feature {feature.id} does not list {entity.id} in userStories",
+                            entity.id,
+                            "feature",
+                            feature.id,
+                        )
+                    )
+        return problems
+
+    def validate(self) -> dict[str, Any]:
+        """A structured report: schema errors, cross-reference errors, load errors, totals."""
+        ordered = sorted(self.entities.values(), key=lambda e: (e.type, e.id))
+        schema_errors = [p.as_dict() for e in ordered for p in self.schema_problems(e)]
+        reference_errors = [p.as_dict() for e in ordered for p in self.reference_problems(e)]
+        load_errors = [p.as_dict() for p in self.load_problems]
+        return {
+            "valid": not (schema_errors or reference_errors or load_errors),
+            "totals": self.totals(),
+            "entityCount": len(self.entities),
+            "documentCount": len(self.documents),
+            "schemaSources": self.schema_sources,
+            "schemaErrors": schema_errors,
+            "referenceErrors": reference_errors,
+            "loadErrors": load_errors,
+        }
+
+    def check_entity(self, type_name: str, data: dict[str, Any], path: str) -> list[Problem]:
+        """Problems a new or changed entity would have (schema and links), before writing it."""
+        entity = Entity(str(data.get("id", "")), type_name, path, data)
+        return self.schema_problems(entity) + self.reference_problems(entity)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _load_schemas(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dict[str, str]]:
+    schemas: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in ENTITY_TYPES:
+        path = root / SCHEMAS_DIR / f"{name}.schema.json"
+        schemas[name], sources[name] = builtin_schema(name), "built-in"
+        if path.is_file():
+            try:
+                schema = json.loads(path.read_text(encoding="utf-8"))
+                Draft7Validator.check_schema(schema)
+            except (ValueError, OSError) as exc:
+                problems.append(Problem(_relative(root, path), f"unusable schema: {exc}"))
+            except Exception as exc:  # jsonschema.SchemaError and friends
+                problems.append(Problem(_relative(root, path), f"invalid JSON schema: {exc}"))
+            else:
+                schemas[name], sources[name] = schema, _relative(root, path)
+    return schemas, sources
+
+
+def _entity_files(root: Path) -> list[tuple[EntityType, Path]]:
+    found = []
+    contexts = root / CONTEXTS_DIR
+    for folder, kind in TYPE_BY_FOLDER.items():
+        directory = contexts / folder
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            if entry.is_file() and entry.name.endswith((".yaml", ".yml")):
+                found.append((kind, Path(entry.path)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _document_files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.startswith(".")]
+        found.extend(Path(directory) / n for n in names if n.endswith(DOCUMENT_SUFFIXES))
+    return sorted(found)
+
+
+def _markdown_title(path: Path, text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.stem
+
+
+def repository_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap fingerprint of every file the model reads (path, size, mtime in ns)."""
+    paths = [p for _, p in _entity_files(root)] + _document_files(root)
+    schema_dir = root / SCHEMAS_DIR
+    if schema_dir.is_dir():
+        paths += sorted(schema_dir.glob("*.schema.json"))
+    signature = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        signature.append((_relative(root, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
+
+
+def load_repository(root: Path | str) -> Repository:
+    """Load every entity and document under `root`. Problems are collected, never raised."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"repository not found: {root}")
+    problems: list[Problem] = []
+    schemas, sources = _load_schemas(root, problems)
+    entities: dict[str, Entity] = {}
+    for kind, path in _entity_files(root):
+        relative = _relative(root, path)
+        try:
+            data = load_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(relative, f"cannot read file: {exc}"))
+            continue
+        except Exception as exc:  # yaml.YAMLError; keep the first line, it names the position
+            problems.append(Problem(relative, f"invalid YAML: {str(exc).splitlines()[0]}"))
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(relative, "expected a mapping of fields at the top level"))
+            continue
+        raw_id = data.get("id")
+        if not isinstance(raw_id, str | int) or not str(raw_id).strip():
+            problems.append(Problem(relative, "missing id"))
+            continue
+        entity_id = str(raw_id).strip()
+        if entity_id in entities:
+            problems.append(
+                Problem(
+                    relative,
+                    f"duplicate id {entity_id} (also in {entities[entity_id].path})",
+                    entity_id,
+                )
+            )
+            continue
+        entities[entity_id] = Entity(entity_id, kind.name, relative, data)
+    documents = []
+    for path in _document_files(root):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(_relative(root, path), f"cannot read file: {exc}"))
+            continue
+        documents.append(Document(_relative(root, path), _markdown_title(path, text), text))
+    return Repository(root, entities, documents, problems, schemas, sources)

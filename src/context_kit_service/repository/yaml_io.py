@@ -1,0 +1,73 @@
+"""YAML reading (fast, libyaml) and round-trip writing (ruamel.yaml keeps order and comments)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """Safe loading that keeps dates as the strings they were written as."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [resolver for resolver in resolvers if resolver[0] != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _round_trip() -> YAML:
+    handler = YAML(typ="rt")
+    handler.indent(mapping=2, sequence=4, offset=2)
+    handler.width = 100
+    handler.preserve_quotes = True
+    return handler
+
+
+def load_round_trip(text: str) -> Any:
+    """Load for editing: the result keeps key order, comments and quoting when dumped again."""
+    return _round_trip().load(text)
+
+
+def dump_round_trip(data: Any) -> str:
+    buffer = io.StringIO()
+    _round_trip().dump(data, buffer)
+    return buffer.getvalue()
+
+
+def merge_into(target: Any, changes: dict[str, Any]) -> None:
+    """Deep-merge `changes` into a round-trip mapping; a None value removes the key."""
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
