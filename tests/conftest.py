@@ -32,3 +32,17 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
     return build
+
+
+SAMPLE_REPO = REPO_ROOT / "examples" / "context-repo"
+BROKEN_REPO = REPO_ROOT / "tests" / "fixtures" / "broken-repo"
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A private, writable copy of the sample repository."""
+    import shutil
+
+    target = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, target)
+    return target

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     allow_writes: bool = Field(
         True, description="Whether tools that write to the repository may run (after approval)."
     )
+    max_file_bytes: int = Field(
+        1_000_000, gt=0, description="Largest repository file a tool may read, in bytes."
+    )
     database_url: str | None = Field(
         None, description="PostgreSQL URL for the conversation checkpointer (SQLite if empty)."
     )

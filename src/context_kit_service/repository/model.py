@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonschema import Draft7Validator
 
 from context_kit_service.repository.types import (
@@ -25,7 +26,7 @@ from context_kit_service.repository.types import (
     builtin_schema,
     entity_type,
 )
-from context_kit_service.repository.yaml_io import load_yaml
+from context_kit_service.repository.yaml_io import describe_yaml_error, load_yaml
 
 CONTEXTS_DIR = "contexts"
 SCHEMAS_DIR = ".context/schemas"
@@ -196,6 +197,12 @@ class Repository:
                 queue.append((neighbour, depth + 1))
         return affected
 
+    def with_entities(self, *changed: Entity) -> Repository:
+        """A view of this repository with `changed` entities added or replaced (not written)."""
+        entities = dict(self.entities)
+        entities.update({entity.id: entity for entity in changed})
+        return replace(self, entities=entities)
+
     # --- validation ------------------------------------------------------------------------
 
     @cached_property
@@ -360,8 +367,8 @@ def load_repository(root: Path | str) -> Repository:
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(relative, f"cannot read file: {exc}"))
             continue
-        except Exception as exc:  # yaml.YAMLError; keep the first line, it names the position
-            problems.append(Problem(relative, f"invalid YAML: {str(exc).splitlines()[0]}"))
+        except yaml.YAMLError as exc:
+            problems.append(Problem(relative, describe_yaml_error(exc)))
             continue
         if not isinstance(data, dict):
             problems.append(Problem(relative, "expected a mapping of fields at the top level"))

@@ -28,6 +28,15 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """One line naming what is wrong and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _round_trip() -> YAML:
     handler = YAML(typ="rt")
     handler.indent(mapping=2, sequence=4, offset=2)

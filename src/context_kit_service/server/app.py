@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from context_kit_service import __version__
-from context_kit_service.server import routes_health
+from context_kit_service.checkpointer import open_checkpointer
+from context_kit_service.server import routes_ai, routes_health
+from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.errors import install_error_handlers
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.server.middleware import (
@@ -29,7 +31,12 @@ def create_app(settings: Settings | None = None, *, health: HealthChecker | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        yield
+        async with open_checkpointer(settings) as checkpointer:
+            compile_graphs(state, checkpointer)
+            try:
+                yield
+            finally:
+                state.graphs.clear()
 
     app = FastAPI(
         title="context-kit-service",
@@ -40,6 +47,8 @@ def create_app(settings: Settings | None = None, *, health: HealthChecker | None
     app.state.service = state
     install_error_handlers(app)
     app.include_router(routes_health.router)
+    app.include_router(routes_ai.router)
+    mount_graphs(app, state)
 
     # Outermost last: request ids wrap everything, then auth, then the size cap.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)

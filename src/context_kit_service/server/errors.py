@@ -12,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from context_kit_service.graphs.resumable import PendingApprovalError
 from context_kit_service.providers import ProviderError
+from context_kit_service.server.state import NotStartedError
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,14 @@ async def _provider_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.message, code=exc.code)
 
 
+async def _pending_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, str(exc), code="NO_PENDING_APPROVAL")
+
+
+async def _not_started_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc), code="NOT_READY")
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "internal error; see the service log", code="INTERNAL_ERROR")
@@ -117,4 +127,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ServiceError, _service_handler)
     app.add_exception_handler(ProviderError, _provider_handler)
+    app.add_exception_handler(PendingApprovalError, _pending_handler)
+    app.add_exception_handler(NotStartedError, _not_started_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -32,3 +32,44 @@ class ErrorBody(WireModel):
     message: str
     type: str | None = None
     code: str | None = None
+
+
+class ProviderConfig(WireModel):
+    """The app's per-request provider settings (`config`)."""
+
+    provider: Literal["local", "ollama", "openai", "azure-openai"]
+    endpoint: str | None = None
+    model: str | None = Field(default=None, min_length=1)
+    api_key: str | None = None
+    api_version: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
+class ApprovalIn(WireModel):
+    approved: bool
+    arguments: dict[str, Any] | None = None
+
+
+class ToolExecuteRequest(WireModel):
+    tool_id: str = Field(default="", max_length=200)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    repo_path: str | None = Field(default=None, max_length=4096)
+    config: ProviderConfig | None = None
+    thread_id: str | None = Field(default=None, max_length=200)
+    """To answer a pending approval: the thread it is waiting on."""
+    approval: ApprovalIn | None = None
+
+
+class ToolExecuteMetadata(WireModel):
+    duration_ms: float = Field(ge=0)
+    tool_id: str
+    tool: str | None = None
+    status: str
+    thread_id: str | None = None
+
+
+class ToolExecuteResponse(WireModel):
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    metadata: ToolExecuteMetadata

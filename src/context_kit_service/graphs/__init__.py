@@ -1,0 +1,1 @@
+"""LangGraph graphs, one module each: nodes, then routers, then the builder."""

@@ -1,0 +1,67 @@
+"""Per-request configuration, read from `config["configurable"]`.
+
+The public fields are what a client may set (LangServe shows them in `/config_schema`).
+The server adds its own `Settings` under `SETTINGS_KEY`; clients cannot set it, and
+without it (LangGraph Studio, scripts) the process settings apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
+
+from context_kit_service.settings import ProviderName, Settings, get_settings
+
+SETTINGS_KEY = "cks_settings"
+
+
+@dataclass(kw_only=True)
+class Configuration:
+    """What a request may choose. Everything else comes from the service's settings."""
+
+    thread_id: str | None = field(
+        default=None, metadata={"description": "Conversation thread (assistant memory)."}
+    )
+    provider: ProviderName | None = field(
+        default=None,
+        metadata={"description": "Chat model provider for this request (default: the service's)."},
+    )
+    model: str | None = field(
+        default=None, metadata={"description": "Model name or deployment for this request."}
+    )
+    temperature: float | None = field(
+        default=None, metadata={"description": "Sampling temperature, 0..2."}
+    )
+    max_tokens: int | None = field(
+        default=None, metadata={"description": "Maximum tokens per model call."}
+    )
+
+    @classmethod
+    def from_runnable_config(cls, config: RunnableConfig | None = None) -> Configuration:
+        configurable: dict[str, Any] = (config or {}).get("configurable") or {}
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in configurable.items() if k in names and v is not None})
+
+
+def configuration_specs() -> list[ConfigurableFieldSpec]:
+    """`Configuration`'s fields as LangChain config specs (what `/config_schema` shows)."""
+    hints = get_type_hints(Configuration)
+    return [
+        ConfigurableFieldSpec(
+            id=f.name,
+            annotation=hints[f.name],
+            name=f.name,
+            description=f.metadata.get("description"),
+            default=f.default,
+        )
+        for f in fields(Configuration)
+    ]
+
+
+def service_settings(config: RunnableConfig | None) -> Settings:
+    """The settings of the service running this graph."""
+    configurable = (config or {}).get("configurable") or {}
+    settings = configurable.get(SETTINGS_KEY)
+    return settings if isinstance(settings, Settings) else get_settings()

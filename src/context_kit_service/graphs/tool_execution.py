@@ -1,0 +1,155 @@
+"""Tool execution: validate the tool and its arguments, ask for approval before a write,
+run it, and shape the result with its duration.
+
+    validate_request -> (request_approval) -> execute_tool -> shape_result
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import ToolException
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel, Field, ValidationError
+
+from context_kit_service.graphs.configuration import Configuration, service_settings
+from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool
+from context_kit_service.tools.confinement import resolve_repository
+
+Status = Literal["completed", "error", "rejected", "pending_approval"]
+
+
+class InputState(BaseModel):
+    tool_id: str = Field(default="", description="The app's tool id (`context.read`) or a name.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
+    repo_path: str = Field(
+        default="", description="Absolute path of the repository; empty means the default."
+    )
+
+
+class OutputState(BaseModel):
+    status: Status = Field(default="completed", description="How the run ended.")
+    tool: str = Field(default="", description="The tool that ran (or was asked for).")
+    result: dict[str, Any] | None = Field(default=None, description="What the tool returned.")
+    error: str | None = Field(default=None, description="Why it did not run, or failed.")
+    duration_ms: float = Field(default=0.0, description="How long the tool itself ran.")
+
+
+class State(InputState, OutputState):
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Validated arguments.")
+    repo_root: str = Field(default="", description="The checked repository root.")
+
+
+def _argument_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = ".".join(str(part) for part in first["loc"]) or "parameters"
+    return f"argument {name!r}: {first['msg']}"
+
+
+def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Validate `parameters` against the tool's schema; raises ToolException naming the argument."""
+    tool = resolve_tool(tool_name)
+    schema = tool.tool_call_schema
+    expected = set(schema.model_fields)  # type: ignore[union-attr]
+    unknown = sorted(set(parameters) - expected)
+    if unknown:
+        raise ToolException(
+            f"unknown argument {unknown[0]!r} for {tool.name}; expected: {', '.join(sorted(expected))}"
+        )
+    try:
+        validated = schema.model_validate(parameters)  # type: ignore[union-attr]
+    except ValidationError as exc:
+        raise ToolException(_argument_error(exc)) from None
+    return validated.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+async def validate_request(state: State, config: RunnableConfig) -> dict[str, Any]:
+    try:
+        tool = resolve_tool(state.tool_id)
+        root = resolve_repository(state.repo_path, service_settings(config))
+        arguments = check_arguments(tool.name, state.parameters)
+    except ToolException as exc:
+        return {"status": "error", "error": str(exc), "tool": state.tool_id}
+    return {"tool": tool.name, "arguments": arguments, "repo_root": str(root)}
+
+
+async def request_approval(state: State) -> dict[str, Any]:
+    decision = interrupt(
+        {
+            "type": "approval",
+            "tool": state.tool,
+            "arguments": state.arguments,
+            "repoPath": state.repo_root,
+            "message": f"{state.tool} will change the repository. Approve?",
+        }
+    )
+    if not isinstance(decision, dict) or not decision.get("approved"):
+        return {"status": "rejected", "error": "the user rejected this change"}
+    edited = decision.get("arguments")
+    if edited is None:
+        return {}
+    try:
+        return {"arguments": check_arguments(state.tool, edited)}
+    except ToolException as exc:
+        return {"status": "error", "error": str(exc)}
+
+
+async def execute_tool(state: State, config: RunnableConfig) -> dict[str, Any]:
+    tool = resolve_tool(state.tool)
+    started = time.perf_counter()
+    try:
+        output = await tool.ainvoke({**state.arguments, "repo_root": state.repo_root}, config)
+    except ToolException as exc:
+        return {"status": "error", "error": str(exc), "duration_ms": _since(started)}
+    return {"status": "completed", "result": output, "duration_ms": _since(started)}
+
+
+async def shape_result(state: State) -> dict[str, Any]:
+    result = state.result if isinstance(state.result, dict) else {"value": state.result}
+    return {"result": result, "duration_ms": round(state.duration_ms, 3)}
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+def route_after_validation(state: State) -> Literal["request_approval", "execute_tool", "__end__"]:
+    if state.status == "error":
+        return END
+    return "request_approval" if state.tool in WRITE_TOOLS else "execute_tool"
+
+
+def route_after_approval(state: State) -> Literal["execute_tool", "__end__"]:
+    return END if state.status in ("rejected", "error") else "execute_tool"
+
+
+def route_after_execution(state: State) -> Literal["shape_result", "__end__"]:
+    return END if state.status == "error" else "shape_result"
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+builder = StateGraph(
+    State, input_schema=InputState, output_schema=OutputState, context_schema=Configuration
+)
+builder.add_node(validate_request)
+builder.add_node(request_approval)
+builder.add_node(execute_tool)
+builder.add_node(shape_result)
+builder.add_edge(START, "validate_request")
+builder.add_conditional_edges("validate_request", route_after_validation)
+builder.add_conditional_edges("request_approval", route_after_approval)
+builder.add_conditional_edges("execute_tool", route_after_execution)
+builder.add_edge("shape_result", END)
+
+graph = builder.compile(name="tool_execution")
+"""Checkpointer-free, for LangGraph Studio; the server compiles `builder` with its checkpointer."""

@@ -1,0 +1,72 @@
+"""The served graphs: compiled with the checkpointer at startup, mounted as LangServe routes.
+
+| path             | graph                                  |
+|------------------|----------------------------------------|
+| /graphs/tools    | tool execution (with write approvals)  |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from langchain_core.runnables import Runnable
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import StateGraph
+from langserve import add_routes
+
+from context_kit_service.graphs import tool_execution
+from context_kit_service.graphs.configuration import SETTINGS_KEY
+from context_kit_service.graphs.resumable import ResumableGraph, served_models
+from context_kit_service.server.state import ServiceState
+
+
+@dataclass(frozen=True)
+class ServedGraph:
+    name: str
+    path: str
+    builder: StateGraph[Any, Any, Any, Any]
+    served: Callable[[ServiceState], Runnable[Any, Any]]
+
+
+def _resumable(name: str, module: Any) -> Callable[[ServiceState], Runnable[Any, Any]]:
+    input_model, output_model = served_models(name, module.InputState, module.OutputState)
+    return lambda state: ResumableGraph(name, lambda: state.graph(name), input_model, output_model)
+
+
+SERVED_GRAPHS = [
+    ServedGraph(
+        "tool_execution",
+        "/graphs/tools",
+        tool_execution.builder,
+        _resumable("tool_execution", tool_execution),
+    ),
+]
+
+
+def compile_graphs(state: ServiceState, checkpointer: BaseCheckpointSaver[str]) -> None:
+    for served in SERVED_GRAPHS:
+        state.graphs[served.name] = served.builder.compile(
+            checkpointer=checkpointer, name=served.name
+        )
+
+
+def served_runnable(state: ServiceState, name: str) -> Runnable[Any, Any]:
+    return next(g.served(state) for g in SERVED_GRAPHS if g.name == name)
+
+
+def mount_graphs(app: FastAPI, state: ServiceState) -> None:
+    async def add_server_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        configurable = dict(config.get("configurable") or {})
+        configurable[SETTINGS_KEY] = state.settings
+        return {**config, "configurable": configurable}
+
+    for served in SERVED_GRAPHS:
+        add_routes(
+            app,
+            served.served(state),
+            path=served.path,
+            per_req_config_modifier=add_server_config,
+        )

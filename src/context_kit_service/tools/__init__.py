@@ -1,0 +1,1 @@
+"""LangChain tools over a context repository, their registry, and path confinement."""
