@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from context_kit_service import __version__
 from context_kit_service.server import create_app
+from context_kit_service.server.graphs import SERVED_GRAPHS
 from context_kit_service.server.health import CheckResult, HealthChecker
 from context_kit_service.settings import Settings
 
@@ -159,7 +160,8 @@ DOC_ROUTES = [("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redo
 
 def _route_calls(app: FastAPI) -> list[tuple[str, str]]:
     """Every route of the app: those in its OpenAPI document, the docs, and an unknown path."""
-    calls = [("GET", "/openapi.json"), *DOC_ROUTES, ("GET", "/no-such-route")]
+    playgrounds = [("GET", f"{graph.path}/playground/") for graph in SERVED_GRAPHS]
+    calls = [("GET", "/openapi.json"), *DOC_ROUTES, *playgrounds, ("GET", "/no-such-route")]
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         paths = client.get("/openapi.json").json()["paths"]
     for path, operations in paths.items():
@@ -175,7 +177,15 @@ def authed_app(make_settings) -> FastAPI:
 
 def test_every_route_requires_the_token(authed_app: FastAPI) -> None:
     calls = _route_calls(authed_app)
-    assert {("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json")} <= set(calls)
+    assert {
+        ("GET", "/health"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/ai/tools/execute"),
+        ("POST", "/graphs/tools/invoke"),
+        ("POST", "/graphs/tools/stream_events"),
+        ("GET", "/graphs/tools/playground/"),
+    } <= set(calls)
     with TestClient(authed_app) as client:
         for method, path in calls:
             response = client.request(method, path)
@@ -188,8 +198,10 @@ def test_the_right_token_opens_every_route(authed_app: FastAPI) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(authed_app) as client:
         for method, path in _route_calls(authed_app):
-            if method == "GET" and path != "/no-such-route":
-                assert client.request(method, path, headers=headers).status_code == 200, path
+            status = client.request(method, path, headers=headers, json={}).status_code
+            assert status != 401, (method, path)
+            if method == "GET" and "/c/x/" not in path and path != "/no-such-route":
+                assert status == 200, (method, path)
 
 
 @pytest.mark.parametrize(

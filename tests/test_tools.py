@@ -160,9 +160,8 @@ async def test_get_entity_with_relations() -> None:
 
 
 async def test_validate_repository_reports() -> None:
-    from tests.test_repository import BROKEN_REPORT
-
     from tests.conftest import BROKEN_REPO
+    from tests.test_repository import BROKEN_REPORT
 
     assert await call("validate_repository", root=BROKEN_REPO) == BROKEN_REPORT
     assert (await call("validate_repository"))["valid"] is True

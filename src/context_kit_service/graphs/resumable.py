@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langgraph.pregel import Pregel
@@ -74,11 +75,11 @@ class ResumableGraph(Runnable[dict[str, Any], dict[str, Any]]):
         self._output_model = output_model
 
     @property
-    def InputType(self) -> type[dict[str, Any]]:  # noqa: N802 - Runnable's API
+    def InputType(self) -> type[dict[str, Any]]:
         return dict
 
     @property
-    def OutputType(self) -> type[dict[str, Any]]:  # noqa: N802 - Runnable's API
+    def OutputType(self) -> type[dict[str, Any]]:
         return dict
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
@@ -101,13 +102,22 @@ class ResumableGraph(Runnable[dict[str, Any], dict[str, Any]]):
     ) -> dict[str, Any]:
         return await self._acall_with_config(self._run, input, config, **kwargs)
 
-    async def _run(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    async def _run(
+        self,
+        payload: dict[str, Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
         graph = self._get_graph()
         payload = dict(payload.model_dump() if isinstance(payload, BaseModel) else payload)
         approval = payload.pop("approval", None)
         configurable = dict(config.get("configurable") or {})
         thread_id = configurable.get("thread_id") or uuid.uuid4().hex
-        config = patch_config(config, configurable={**configurable, "thread_id": thread_id})
+        config = patch_config(
+            config,
+            callbacks=run_manager.get_child(),
+            configurable={**configurable, "thread_id": thread_id},
+        )
         if approval is not None:
             snapshot = await graph.aget_state(config)
             if not snapshot.interrupts:

@@ -16,8 +16,8 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, Field, ValidationError
 
 from context_kit_service.graphs.configuration import Configuration, service_settings
-from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool
 from context_kit_service.tools.confinement import resolve_repository
+from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool
 
 Status = Literal["completed", "error", "rejected", "pending_approval"]
 
@@ -57,7 +57,8 @@ def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any
     unknown = sorted(set(parameters) - expected)
     if unknown:
         raise ToolException(
-            f"unknown argument {unknown[0]!r} for {tool.name}; expected: {', '.join(sorted(expected))}"
+            f"unknown argument {unknown[0]!r} for {tool.name}; "
+            f"expected: {', '.join(sorted(expected))}"
         )
     try:
         validated = schema.model_validate(parameters)  # type: ignore[union-attr]
@@ -124,16 +125,16 @@ def _since(started: float) -> float:
 
 def route_after_validation(state: State) -> Literal["request_approval", "execute_tool", "__end__"]:
     if state.status == "error":
-        return END
+        return "__end__"
     return "request_approval" if state.tool in WRITE_TOOLS else "execute_tool"
 
 
 def route_after_approval(state: State) -> Literal["execute_tool", "__end__"]:
-    return END if state.status in ("rejected", "error") else "execute_tool"
+    return "__end__" if state.status in ("rejected", "error") else "execute_tool"
 
 
 def route_after_execution(state: State) -> Literal["shape_result", "__end__"]:
-    return END if state.status == "error" else "shape_result"
+    return "__end__" if state.status == "error" else "shape_result"
 
 
 # --- graph -----------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer
 from context_kit_service.server import routes_ai, routes_health
-from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.errors import install_error_handlers
+from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.server.middleware import (
     AuthMiddleware,

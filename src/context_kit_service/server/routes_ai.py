@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from langchain_core.runnables import RunnableConfig
 
 from context_kit_service.graphs.configuration import SETTINGS_KEY
 from context_kit_service.server.deps import StateDep
@@ -37,7 +38,9 @@ async def execute_tool(body: ToolExecuteRequest, state: StateDep) -> JSONRespons
     }
     if body.approval is not None:
         payload["approval"] = body.approval.model_dump()
-    config = {"configurable": {SETTINGS_KEY: state.settings, "thread_id": body.thread_id}}
+    config: RunnableConfig = {
+        "configurable": {SETTINGS_KEY: state.settings, "thread_id": body.thread_id}
+    }
     output = await served_runnable(state, "tool_execution").ainvoke(payload, config)
     status = output["status"]
     ran = status == "completed"

@@ -302,7 +302,8 @@ def _create(repo_root: str, kind_name: str, fields: dict[str, Any]) -> dict[str,
         if given_id in repo.entities:
             raise ToolException(f"id {given_id} already exists; next free id is {data['id']}")
         data["id"] = given_id
-    path = f"contexts/{kind.folder}/{data['id']}-{_slug(Entity(data['id'], kind.name, '', data).title)}.yaml"
+    title = Entity(data["id"], kind.name, "", data).title
+    path = f"contexts/{kind.folder}/{data['id']}-{_slug(title)}.yaml"
     entity = Entity(data["id"], kind.name, path, data)
     features = _backlinked_features(repo, entity)
     problems = repo.with_entities(entity, *features).check_entity(kind.name, data, path)
