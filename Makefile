@@ -44,6 +44,7 @@ typecheck: install
 
 bench: install
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/repository.py
 
 # Refresh the pinned versions after changing pyproject.toml's dependencies.
 lock:

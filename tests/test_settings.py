@@ -77,3 +77,10 @@ def test_serve_fails_at_startup_naming_the_variable(tmp_path: Path) -> None:
         "error: invalid configuration:\n"
         "  CKS_TEMPERATURE: Input should be greater than or equal to 0\n"
     )
+
+
+def test_paths_are_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=None, repo_path="repo", allowed_repos=["a", "~/b"])  # type: ignore[call-arg]
+    assert settings.repo_path == tmp_path / "repo"
+    assert settings.allowed_repos == [tmp_path / "a", Path.home() / "b"]

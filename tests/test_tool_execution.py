@@ -241,3 +241,18 @@ def test_the_langserve_route_runs_the_same_graph(client: TestClient) -> None:
         "temperature",
         "max_tokens",
     }
+
+
+def test_a_request_over_the_time_limit_is_a_504(make_settings) -> None:
+    with TestClient(create_app(make_settings(request_timeout_s=0.000001))) as slow:
+        response = slow.post(
+            "/ai/tools/execute",
+            json={"toolId": "pipeline.validate", "repoPath": str(SAMPLE_REPO)},
+        )
+    assert response.status_code == 504
+    assert response.json() == {
+        "error": "Gateway Timeout",
+        "message": "the request took longer than 1e-06 s",
+        "type": "server_error",
+        "code": "TIMEOUT",
+    }

@@ -115,6 +115,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("repo_path", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("allowed_repos")
+    @classmethod
+    def _absolute_all(cls, value: list[Path]) -> list[Path]:
+        return [path.expanduser().resolve() for path in value]
+
     @field_validator("model", "embeddings_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,14 +13,29 @@ from langchain_core.runnables import RunnableConfig
 
 from context_kit_service.graphs.configuration import SETTINGS_KEY
 from context_kit_service.server.deps import StateDep
+from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable
 from context_kit_service.server.schemas import (
     ToolExecuteMetadata,
     ToolExecuteRequest,
     ToolExecuteResponse,
 )
+from context_kit_service.settings import Settings
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/ai", tags=["ai"])
+
+
+async def run_bounded(work: Awaitable[T], settings: Settings) -> T:
+    """Await `work`, giving up after CKS_REQUEST_TIMEOUT_S with a 504 TIMEOUT."""
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            return await work
+    except TimeoutError:
+        raise ServiceError(
+            504, "TIMEOUT", f"the request took longer than {settings.request_timeout_s:g} s"
+        ) from None
 
 
 def _json(model: ToolExecuteResponse) -> JSONResponse:
@@ -41,7 +58,9 @@ async def execute_tool(body: ToolExecuteRequest, state: StateDep) -> JSONRespons
     config: RunnableConfig = {
         "configurable": {SETTINGS_KEY: state.settings, "thread_id": body.thread_id}
     }
-    output = await served_runnable(state, "tool_execution").ainvoke(payload, config)
+    output = await run_bounded(
+        served_runnable(state, "tool_execution").ainvoke(payload, config), state.settings
+    )
     status = output["status"]
     ran = status == "completed"
     result = output.get("result") if ran else None
