@@ -131,6 +131,7 @@ class LlamaRuntime:
         temperature: float,
         stop: list[str],
         json_schema: dict[str, Any] | None = None,
+        repeat_penalty: float = 1.0,
         cancel: threading.Event | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Completion:
@@ -153,6 +154,7 @@ class LlamaRuntime:
                     prompt,
                     max_tokens=min(max_tokens, room),
                     temperature=temperature,
+                    repeat_penalty=repeat_penalty,
                     stop=[] if json_schema else stop,
                     grammar=self.grammar(json_schema) if json_schema else None,
                     stream=True,
@@ -207,6 +209,7 @@ class LocalChatModel(BaseChatModel):
     max_tokens: int = 512
     n_ctx: int = 4096
     n_threads: int | None = None
+    repeat_penalty: float = 1.1
     stop: list[str] | None = None
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -229,6 +232,7 @@ class LocalChatModel(BaseChatModel):
             "temperature": float(kwargs.get("temperature", self.temperature)),
             "stop": stop or self.stop or TRANSCRIPT_STOP,
             "json_schema": kwargs.get("json_schema"),
+            "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
         }
 
     @staticmethod

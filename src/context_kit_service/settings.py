@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         1_000_000, gt=0, description="Largest repository file a tool may read, in bytes."
     )
+    min_relevance: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Retrieved passages below this cosine similarity count as not relevant.",
+    )
     database_url: str | None = Field(
         None, description="PostgreSQL URL for the conversation checkpointer (SQLite if empty)."
     )

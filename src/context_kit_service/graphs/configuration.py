@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 
+from context_kit_service.providers import ChatModelSpec, get_chat_model, request_chat_spec
 from context_kit_service.settings import ProviderName, Settings, get_settings
 
 SETTINGS_KEY = "cks_settings"
+PROVIDER_KEY = "cks_provider"
+"""Server-checked provider overrides a client may not set through LangServe (endpoint, key)."""
 
 
 @dataclass(kw_only=True)
@@ -65,3 +69,20 @@ def service_settings(config: RunnableConfig | None) -> Settings:
     configurable = (config or {}).get("configurable") or {}
     settings = configurable.get(SETTINGS_KEY)
     return settings if isinstance(settings, Settings) else get_settings()
+
+
+def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatModelSpec]:
+    """The chat model this request asked for, within what the service's settings allow."""
+    configuration = Configuration.from_runnable_config(config)
+    overrides: dict[str, Any] = ((config or {}).get("configurable") or {}).get(PROVIDER_KEY) or {}
+    spec = request_chat_spec(
+        service_settings(config),
+        provider=configuration.provider,
+        model=configuration.model,
+        temperature=configuration.temperature,
+        max_tokens=configuration.max_tokens,
+        endpoint=overrides.get("endpoint"),
+        api_key=overrides.get("api_key"),
+        api_version=overrides.get("api_version"),
+    )
+    return get_chat_model(spec), spec

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from context_kit_service.graphs.resumable import PendingApprovalError
 from context_kit_service.providers import ProviderError
 from context_kit_service.server.state import NotStartedError
+from context_kit_service.tools.confinement import ConfinementError
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def error_response(
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    """`("body", "config", "temperature")` -> `config.temperature` (the first item is where)."""
+    return ".".join(str(part) for part in loc[1:]) or str(loc[0] if loc else "body")
 
 
 def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -117,6 +118,10 @@ async def _not_started_handler(request: Request, exc: Exception) -> JSONResponse
     return error_response(503, str(exc), code="NOT_READY")
 
 
+async def _confinement_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, str(exc), code="REPOSITORY_REFUSED")
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "internal error; see the service log", code="INTERNAL_ERROR")
@@ -129,4 +134,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProviderError, _provider_handler)
     app.add_exception_handler(PendingApprovalError, _pending_handler)
     app.add_exception_handler(NotStartedError, _not_started_handler)
+    app.add_exception_handler(ConfinementError, _confinement_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -3,6 +3,7 @@
 | path             | graph                                  |
 |------------------|----------------------------------------|
 | /graphs/tools    | tool execution (with write approvals)  |
+| /graphs/rag      | RAG query (retrieve, answer with ids)  |
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import StateGraph
 from langserve import add_routes
 
-from context_kit_service.graphs import tool_execution
+from context_kit_service.graphs import rag, tool_execution
 from context_kit_service.graphs.configuration import SETTINGS_KEY
 from context_kit_service.graphs.resumable import ResumableGraph, served_models
 from context_kit_service.server.state import ServiceState
@@ -27,7 +28,8 @@ from context_kit_service.server.state import ServiceState
 class ServedGraph:
     name: str
     path: str
-    builder: StateGraph[Any, Any, Any, Any]
+    builder: StateGraph[Any, Any, Any, Any] | None
+    """Compiled with the checkpointer at startup; None when the graph needs no checkpointer."""
     served: Callable[[ServiceState], Runnable[Any, Any]]
 
 
@@ -43,14 +45,16 @@ SERVED_GRAPHS = [
         tool_execution.builder,
         _resumable("tool_execution", tool_execution),
     ),
+    ServedGraph("rag", "/graphs/rag", None, lambda state: rag.graph),
 ]
 
 
 def compile_graphs(state: ServiceState, checkpointer: BaseCheckpointSaver[str]) -> None:
     for served in SERVED_GRAPHS:
-        state.graphs[served.name] = served.builder.compile(
-            checkpointer=checkpointer, name=served.name
-        )
+        if served.builder is not None:
+            state.graphs[served.name] = served.builder.compile(
+                checkpointer=checkpointer, name=served.name
+            )
 
 
 def served_runnable(state: ServiceState, name: str) -> Runnable[Any, Any]:

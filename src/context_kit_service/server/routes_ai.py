@@ -10,16 +10,23 @@ from typing import Any, TypeVar
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel
 
-from context_kit_service.graphs.configuration import SETTINGS_KEY
+from context_kit_service.graphs.configuration import PROVIDER_KEY, SETTINGS_KEY
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable
 from context_kit_service.server.schemas import (
+    ProviderConfig,
+    RagMetadata,
+    RagQueryRequest,
+    RagQueryResponse,
+    RagSource,
     ToolExecuteMetadata,
     ToolExecuteRequest,
     ToolExecuteResponse,
 )
+from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings
 
 T = TypeVar("T")
@@ -38,7 +45,38 @@ async def run_bounded(work: Awaitable[T], settings: Settings) -> T:
         ) from None
 
 
-def _json(model: ToolExecuteResponse) -> JSONResponse:
+def run_config(
+    state: ServiceState, provider: ProviderConfig | None, **configurable: Any
+) -> RunnableConfig:
+    """The graph config of a REST request: server settings plus the app's provider `config`."""
+    values: dict[str, Any] = {SETTINGS_KEY: state.settings, **configurable}
+    if provider is not None:
+        values |= {
+            "provider": provider.provider,
+            "model": provider.model,
+            "temperature": provider.temperature,
+            "max_tokens": provider.max_tokens,
+            PROVIDER_KEY: {
+                "endpoint": provider.endpoint,
+                "api_key": provider.api_key,
+                "api_version": provider.api_version,
+            },
+        }
+    return {"configurable": values}
+
+
+def check_input_size(settings: Settings, **texts: str) -> None:
+    for name, text in texts.items():
+        if len(text) > settings.max_input_chars:
+            raise ServiceError(
+                422,
+                "INPUT_TOO_LONG",
+                f"{name} is longer than {settings.max_input_chars} characters "
+                "(CKS_MAX_INPUT_CHARS)",
+            )
+
+
+def _json(model: BaseModel) -> JSONResponse:
     return JSONResponse(model.model_dump(by_alias=True, exclude_none=True))
 
 
@@ -55,24 +93,53 @@ async def execute_tool(body: ToolExecuteRequest, state: StateDep) -> JSONRespons
     }
     if body.approval is not None:
         payload["approval"] = body.approval.model_dump()
-    config: RunnableConfig = {
-        "configurable": {SETTINGS_KEY: state.settings, "thread_id": body.thread_id}
-    }
-    output = await run_bounded(
-        served_runnable(state, "tool_execution").ainvoke(payload, config), state.settings
-    )
+    config = run_config(state, body.config, thread_id=body.thread_id)
+    runnable = served_runnable(state, "tool_execution")
+    output = await run_bounded(runnable.ainvoke(payload, config), state.settings)
     status = output["status"]
     ran = status == "completed"
     result = output.get("result") if ran else None
     if status == "pending_approval":
         result = {"status": status, "approvalRequest": output["approval_request"]}
+    elapsed = output["duration_ms"] if ran else (time.perf_counter() - started) * 1000
     metadata = ToolExecuteMetadata(
-        duration_ms=round(
-            output["duration_ms"] if ran else (time.perf_counter() - started) * 1000, 3
-        ),
+        duration_ms=round(elapsed, 3),
         tool_id=body.tool_id,
         tool=output.get("tool") or None,
         status=status,
         thread_id=output["thread_id"],
     )
     return _json(ToolExecuteResponse(result=result, error=output.get("error"), metadata=metadata))
+
+
+@router.post("/rag/query", response_model=RagQueryResponse, response_model_exclude_none=True)
+async def rag_query(body: RagQueryRequest, state: StateDep) -> JSONResponse:
+    """Answer a question from the repository's content only, with sources and timings."""
+    check_input_size(state.settings, query=body.query)
+    payload = {
+        "query": body.query,
+        "repo_path": body.repo_path or "",
+        "top_k": body.top_k,
+        "entity_types": body.entity_types or [],
+    }
+    runnable = served_runnable(state, "rag")
+    output = await run_bounded(
+        runnable.ainvoke(payload, run_config(state, body.config)), state.settings
+    )
+    sources = [
+        RagSource(
+            entity_id=s.entity_id,
+            entity_type=s.entity_type,
+            relevance_score=s.relevance_score,
+            excerpt=s.excerpt,
+            file_path=s.file_path,
+        )
+        for s in output["sources"]
+    ]
+    metadata = RagMetadata(
+        retrieval_time_ms=output["retrieval_ms"],
+        generation_time_ms=output["generation_ms"],
+        total_sources=len(sources),
+        model=output["model"] or None,
+    )
+    return _json(RagQueryResponse(answer=output["answer"], sources=sources, metadata=metadata))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+EntityKind = Literal[
+    "feature", "userstory", "spec", "task", "service", "package", "governance", "document"
+]
 
 
 class WireModel(BaseModel):
@@ -73,3 +77,39 @@ class ToolExecuteResponse(WireModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     metadata: ToolExecuteMetadata
+
+
+class RagQueryRequest(WireModel):
+    query: str = Field(min_length=1)
+    repo_path: str | None = Field(default=None, max_length=4096)
+    top_k: int = Field(default=5, gt=0, le=20)
+    entity_types: list[EntityKind] | None = None
+    config: ProviderConfig | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must not be blank")
+        return value
+
+
+class RagSource(WireModel):
+    entity_id: str
+    entity_type: str
+    relevance_score: float = Field(ge=0, le=1)
+    excerpt: str
+    file_path: str | None = None
+
+
+class RagMetadata(WireModel):
+    retrieval_time_ms: float = Field(ge=0)
+    generation_time_ms: float = Field(ge=0)
+    total_sources: int = Field(ge=0)
+    model: str | None = None
+
+
+class RagQueryResponse(WireModel):
+    answer: str
+    sources: list[RagSource]
+    metadata: RagMetadata

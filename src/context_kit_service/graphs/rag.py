@@ -1,0 +1,137 @@
+"""RAG query: retrieve passages from the repository, then answer only from them, citing ids.
+
+check_request -> retrieve -> answer_question | say_nothing_found
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, Field, field_validator
+
+from context_kit_service.graphs import prompts
+from context_kit_service.graphs.configuration import (
+    Configuration,
+    chat_model_for,
+    service_settings,
+)
+from context_kit_service.graphs.retrieval import RetrievalRequest, Source, retrieve
+from context_kit_service.providers import as_provider_error, model_name
+from context_kit_service.tools.confinement import resolve_repository
+
+_CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
+
+
+class InputState(RetrievalRequest):
+    repo_path: str = Field(default="", description="Repository to search; empty means the default.")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must not be blank")
+        return value
+
+
+class OutputState(BaseModel):
+    answer: str = Field(default="", description="The answer, citing entity ids in brackets.")
+    sources: list[Source] = Field(default_factory=list, description="Retrieved passages.")
+    cited_ids: list[str] = Field(
+        default_factory=list, description="Retrieved ids the answer cites."
+    )
+    retrieval_ms: float = Field(default=0.0, description="Time spent retrieving.")
+    generation_ms: float = Field(default=0.0, description="Time spent generating the answer.")
+    model: str = Field(default="", description="The model that answered (empty if none ran).")
+    prompt_tokens: int = Field(default=0, description="Prompt tokens reported by the model.")
+    completion_tokens: int = Field(default=0, description="Completion tokens reported.")
+
+
+class State(InputState, OutputState):
+    repo_root: str = Field(default="", description="The checked repository root.")
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+async def check_request(state: State, config: RunnableConfig) -> dict[str, Any]:
+    root = resolve_repository(state.repo_path, service_settings(config))
+    return {"repo_root": str(root)}
+
+
+def _context(sources: list[Source]) -> str:
+    return "\n\n".join(
+        prompts.RAG_PASSAGE.format(
+            entity_id=s.entity_id, entity_type=s.entity_type, title=s.title, excerpt=s.excerpt
+        )
+        for s in sources
+    )
+
+
+async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any]:
+    model, spec = chat_model_for(config)
+    messages = [
+        SystemMessage(prompts.RAG_SYSTEM),
+        HumanMessage(prompts.RAG_EXAMPLE_QUESTION),
+        AIMessage(prompts.RAG_EXAMPLE_ANSWER),
+        HumanMessage(
+            prompts.RAG_QUESTION.format(context=_context(state.sources), question=state.query)
+        ),
+    ]
+    started = time.perf_counter()
+    try:
+        reply = await model.ainvoke(messages, config)
+    except Exception as exc:
+        raise as_provider_error(exc, spec.provider) from exc
+    answer = reply.text.strip()
+    retrieved = {s.entity_id for s in state.sources}
+    cited = list(dict.fromkeys(m for m in _CITATION.findall(answer) if m in retrieved))
+    usage = getattr(reply, "usage_metadata", None) or {}
+    return {
+        "answer": answer,
+        "cited_ids": cited,
+        "generation_ms": round((time.perf_counter() - started) * 1000, 3),
+        "model": model_name(spec),
+        "prompt_tokens": usage.get("input_tokens", 0),
+        "completion_tokens": usage.get("output_tokens", 0),
+    }
+
+
+async def say_nothing_found(state: State) -> dict[str, Any]:
+    return {
+        "answer": prompts.RAG_NOTHING_FOUND,
+        "cited_ids": [],
+        "generation_ms": 0.0,
+        "model": "",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+def route_after_retrieval(state: State) -> Literal["answer_question", "say_nothing_found"]:
+    return "answer_question" if state.sources else "say_nothing_found"
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+builder = StateGraph(
+    State, input_schema=InputState, output_schema=OutputState, context_schema=Configuration
+)
+builder.add_node(check_request)
+builder.add_node(retrieve)
+builder.add_node(answer_question)
+builder.add_node(say_nothing_found)
+builder.add_edge(START, "check_request")
+builder.add_edge("check_request", "retrieve")
+builder.add_conditional_edges("retrieve", route_after_retrieval)
+builder.add_edge("answer_question", END)
+builder.add_edge("say_nothing_found", END)
+
+graph = builder.compile(name="rag")

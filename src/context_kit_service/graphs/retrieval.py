@@ -1,0 +1,110 @@
+"""The retrieval step every graph uses: search the repository's FAISS index.
+
+`retrieve` is a graph node over any state with the `RetrievalRequest` fields; graphs call
+`search_repository` directly when they need passages for something else (the assistant's tool,
+the generation graph's context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, Field
+
+from context_kit_service.graphs.configuration import service_settings
+from context_kit_service.providers import embeddings_spec, get_embeddings
+from context_kit_service.retrieval.index import embeddings_model_id, indexes
+from context_kit_service.settings import Settings
+
+MAX_TOP_K = 20
+EXCERPT_CHARS = 400
+
+
+class Source(BaseModel):
+    entity_id: str = Field(description="Entity id, or the path of a Markdown document.")
+    entity_type: str = Field(description="feature, userstory, ..., or document.")
+    title: str = Field(description="The entity's title.")
+    relevance_score: float = Field(ge=0, le=1, description="Cosine similarity to the query.")
+    excerpt: str = Field(description="The best matching passage (shortened).")
+    file_path: str = Field(description="Repository-relative file of the entity.")
+
+
+class RetrievalRequest(BaseModel):
+    query: str = Field(default="", description="What to look for.")
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="How many entities to return.")
+    entity_types: list[str] = Field(default_factory=list, description="Only these entity types.")
+    mmr: bool = Field(default=False, description="Diversify results (maximal marginal relevance).")
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rstrip() + "…"
+
+
+def _search(
+    settings: Settings,
+    root: Path,
+    query: str,
+    top_k: int,
+    entity_types: list[str],
+    mmr: bool,
+    min_score: float,
+) -> list[Source]:
+    spec = embeddings_spec(settings)
+    embeddings = get_embeddings(spec)
+    index = indexes.get(root, settings.data_dir, embeddings, embeddings_model_id(spec))
+    index.ensure_fresh()
+    vector = embeddings.embed_query(query)
+    k = max(1, min(top_k, MAX_TOP_K))
+    hits = index.search(vector, k=k * 4, entity_types=entity_types, mmr=mmr, fetch_k=k * 8)
+    best: dict[str, Source] = {}
+    for document, score in hits:
+        meta = document.metadata
+        if score < min_score or meta["entityId"] in best:
+            continue
+        best[meta["entityId"]] = Source(
+            entity_id=meta["entityId"],
+            entity_type=meta["entityType"],
+            title=meta["title"],
+            relevance_score=round(max(0.0, min(1.0, score)), 4),
+            excerpt=_excerpt(document.page_content),
+            file_path=meta["filePath"],
+        )
+        if len(best) == k:
+            break
+    return list(best.values())
+
+
+async def search_repository(
+    settings: Settings,
+    root: Path,
+    query: str,
+    *,
+    top_k: int = 5,
+    entity_types: list[str] | None = None,
+    mmr: bool = False,
+    min_score: float | None = None,
+) -> list[Source]:
+    """The `top_k` most relevant distinct entities for `query` (the index is refreshed first)."""
+    threshold = settings.min_relevance if min_score is None else min_score
+    return await asyncio.to_thread(
+        _search, settings, root, query, top_k, list(entity_types or []), mmr, threshold
+    )
+
+
+async def retrieve(state: Any, config: RunnableConfig) -> dict[str, Any]:
+    """Node: search for `state.query` in `state.repo_root`; sets `sources` and `retrieval_ms`."""
+    started = time.perf_counter()
+    sources = await search_repository(
+        service_settings(config),
+        Path(state.repo_root),
+        state.query,
+        top_k=state.top_k,
+        entity_types=state.entity_types,
+        mmr=state.mmr,
+    )
+    return {"sources": sources, "retrieval_ms": round((time.perf_counter() - started) * 1000, 3)}

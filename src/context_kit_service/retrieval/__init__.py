@@ -1,0 +1,1 @@
+"""Retrieval: repository documents, embeddings and a persistent, incremental FAISS index."""
