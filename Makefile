@@ -27,17 +27,17 @@ run: install
 	$(BIN)/context-kit-service serve --repo $(REPO)
 
 test: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench evals
+	$(BIN)/ruff format --check src tests bench evals
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench evals
 
 format: install
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench evals
+	$(BIN)/ruff check --fix src tests bench evals
 
 typecheck: install
 	$(BIN)/mypy

@@ -47,3 +47,36 @@ def assert_no_nulls(value: Any, where: str = "$") -> None:
 def assert_contract(body: Any, schema: dict[str, Any]) -> None:
     jsonschema.validate(body, schema)
     assert_no_nulls(body)
+
+
+RAG_QUERY_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "sources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "entityId": {"type": "string"},
+                    "entityType": {"type": "string"},
+                    "relevanceScore": {"type": "number", "minimum": 0, "maximum": 1},
+                    "excerpt": {"type": "string"},
+                    "filePath": {"type": "string"},
+                },
+                "required": ["entityId", "entityType", "relevanceScore", "excerpt"],
+            },
+        },
+        "metadata": {
+            "type": "object",
+            "properties": {
+                "retrievalTimeMs": _NUMBER,
+                "generationTimeMs": _NUMBER,
+                "totalSources": {"type": "integer", "minimum": 0},
+                "model": {"type": "string"},
+            },
+            "required": ["retrievalTimeMs", "generationTimeMs", "totalSources"],
+        },
+    },
+    "required": ["answer", "sources", "metadata"],
+}

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("doctor", help="check every configured component and say how to fix it")
+
+    index = commands.add_parser("index", help="build or update a repository's retrieval index")
+    index.add_argument("repo", type=Path, help="the context repository")
     return parser
 
 
@@ -178,7 +182,40 @@ def doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"serve": serve, "doctor": doctor}
+def index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from context_kit_service.providers import embeddings_spec, get_embeddings
+    from context_kit_service.repository.model import load_repository
+    from context_kit_service.retrieval.documents import repository_chunks
+    from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
+    from context_kit_service.tools.confinement import ConfinementError, resolve_repository
+
+    settings = load_settings()
+    try:
+        root = resolve_repository(str(args.repo.expanduser().resolve()), settings)
+    except ConfinementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    total = sum(len(chunks) for chunks in repository_chunks(load_repository(root)).values())
+    spec = embeddings_spec(settings)
+    target = RepositoryIndex(
+        root, settings.data_dir, get_embeddings(spec), embeddings_model_id(spec)
+    )
+    with tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr) as bar:
+        stats = target.sync(progress=bar.update)
+    print(
+        f"indexed {root}: {stats.files} files, {stats.chunks} chunks; "
+        f"re-embedded {stats.embedded_chunks} chunks from {stats.changed_files} changed files, "
+        f"removed {stats.removed_files} files; "
+        f"{stats.seconds:.2f} s sync, {time.perf_counter() - started:.2f} s total"
+    )
+    print(f"index: {target.directory}")
+    return 0
+
+
+COMMANDS = {"serve": serve, "doctor": doctor, "index": index}
 
 
 def main(argv: list[str] | None = None) -> int:

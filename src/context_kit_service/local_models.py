@@ -385,7 +385,7 @@ class LocalEmbeddings(Embeddings):
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self.model_path, device="cpu")
+                self._model = SentenceTransformer(self.model_path, device="cpu").eval()
             return self._model
 
     @property
@@ -401,7 +401,16 @@ class LocalEmbeddings(Embeddings):
         return [row.tolist() for row in vectors]
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
+        """One text straight through the network: `encode` adds milliseconds of bookkeeping
+        per call, which dominate the latency of a single short query."""
+        import torch
+
+        model = self.model
+        with torch.inference_mode():
+            features = model.preprocess([text])
+            vector = model(features)["sentence_embedding"]
+            vector = torch.nn.functional.normalize(vector, dim=1)
+        return [float(x) for x in vector[0].tolist()]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.embed_documents, texts)

@@ -17,6 +17,8 @@ from context_kit_service.providers import ChatModelSpec, get_chat_model, request
 from context_kit_service.settings import ProviderName, Settings, get_settings
 
 SETTINGS_KEY = "cks_settings"
+MODEL_KEY = "cks_chat_model"
+"""A chat model instance the embedding application passes in (tests, evals); server-only."""
 PROVIDER_KEY = "cks_provider"
 """Server-checked provider overrides a client may not set through LangServe (endpoint, key)."""
 
@@ -73,10 +75,13 @@ def service_settings(config: RunnableConfig | None) -> Settings:
 
 def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatModelSpec]:
     """The chat model this request asked for, within what the service's settings allow."""
+    configurable = (config or {}).get("configurable") or {}
     configuration = Configuration.from_runnable_config(config)
-    overrides: dict[str, Any] = ((config or {}).get("configurable") or {}).get(PROVIDER_KEY) or {}
+    spec_settings = service_settings(config)
+    given = configurable.get(MODEL_KEY)
+    overrides: dict[str, Any] = configurable.get(PROVIDER_KEY) or {}
     spec = request_chat_spec(
-        service_settings(config),
+        spec_settings,
         provider=configuration.provider,
         model=configuration.model,
         temperature=configuration.temperature,
@@ -85,4 +90,6 @@ def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatMo
         api_key=overrides.get("api_key"),
         api_version=overrides.get("api_version"),
     )
+    if isinstance(given, BaseChatModel):
+        return given, spec
     return get_chat_model(spec), spec

@@ -337,19 +337,43 @@ def _markdown_title(path: Path, text: str) -> str:
 
 
 def repository_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap fingerprint of every file the model reads (path, size, mtime in ns)."""
-    paths = [p for _, p in _entity_files(root)] + _document_files(root)
-    schema_dir = root / SCHEMAS_DIR
-    if schema_dir.is_dir():
-        paths += sorted(schema_dir.glob("*.schema.json"))
-    signature = []
-    for path in paths:
+    """Cheap fingerprint of every file the model reads (path, size, mtime in ns).
+
+    Runs before every query, so it sticks to `os.scandir`/`os.stat` on plain strings.
+    """
+    base = str(root)
+    prefix = len(base) + 1
+    found: list[tuple[str, int, int]] = []
+
+    def add(path: str) -> None:
         try:
-            stat = path.stat()
+            info = os.stat(path)
+        except OSError:
+            return
+        found.append((path[prefix:], info.st_size, info.st_mtime_ns))
+
+    contexts = os.path.join(base, CONTEXTS_DIR)
+    for folder in sorted(TYPE_BY_FOLDER):
+        directory = os.path.join(contexts, folder)
+        try:
+            entries = sorted(
+                e.path for e in os.scandir(directory) if e.name.endswith((".yaml", ".yml"))
+            )
         except OSError:
             continue
-        signature.append((_relative(root, path), stat.st_size, stat.st_mtime_ns))
-    return tuple(signature)
+        for path in entries:
+            add(path)
+    for directory, dirs, names in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(DOCUMENT_SUFFIXES):
+                add(os.path.join(directory, name))
+    schema_dir = os.path.join(base, SCHEMAS_DIR)
+    if os.path.isdir(schema_dir):
+        for name in sorted(os.listdir(schema_dir)):
+            if name.endswith(".schema.json"):
+                add(os.path.join(schema_dir, name))
+    return tuple(found)
 
 
 def load_repository(root: Path | str) -> Repository:

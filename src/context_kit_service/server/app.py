@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from langchain_core.language_models import BaseChatModel
 
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer
@@ -23,10 +24,20 @@ from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None, *, health: HealthChecker | None = None) -> FastAPI:
-    """Build the service. Cheap: models and indexes load lazily, on first use."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    health: HealthChecker | None = None,
+    chat_model: BaseChatModel | None = None,
+) -> FastAPI:
+    """Build the service. Cheap: models and indexes load lazily, on first use.
+
+    `chat_model` replaces the configured providers for every graph (tests, evals, embedding).
+    """
     settings = settings or get_settings()
-    state = ServiceState(settings=settings, health=health or HealthChecker(settings))
+    state = ServiceState(
+        settings=settings, health=health or HealthChecker(settings), chat_model=chat_model
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

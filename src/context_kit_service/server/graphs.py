@@ -19,7 +19,6 @@ from langgraph.graph.state import StateGraph
 from langserve import add_routes
 
 from context_kit_service.graphs import rag, tool_execution
-from context_kit_service.graphs.configuration import SETTINGS_KEY
 from context_kit_service.graphs.resumable import ResumableGraph, served_models
 from context_kit_service.server.state import ServiceState
 
@@ -63,8 +62,7 @@ def served_runnable(state: ServiceState, name: str) -> Runnable[Any, Any]:
 
 def mount_graphs(app: FastAPI, state: ServiceState) -> None:
     async def add_server_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
-        configurable = dict(config.get("configurable") or {})
-        configurable[SETTINGS_KEY] = state.settings
+        configurable = {**(config.get("configurable") or {}), **state.server_configurable()}
         return {**config, "configurable": configurable}
 
     for served in SERVED_GRAPHS:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
-from context_kit_service.graphs.configuration import PROVIDER_KEY, SETTINGS_KEY
+from context_kit_service.graphs.configuration import PROVIDER_KEY
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable
@@ -49,7 +49,7 @@ def run_config(
     state: ServiceState, provider: ProviderConfig | None, **configurable: Any
 ) -> RunnableConfig:
     """The graph config of a REST request: server settings plus the app's provider `config`."""
-    values: dict[str, Any] = {SETTINGS_KEY: state.settings, **configurable}
+    values: dict[str, Any] = {**configurable, **state.server_configurable()}
     if provider is not None:
         values |= {
             "provider": provider.provider,

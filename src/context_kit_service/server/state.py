@@ -6,8 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langgraph.pregel import Pregel
 
+from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.settings import Settings
 
@@ -24,6 +26,15 @@ class ServiceState:
     health: HealthChecker
     started_at: float = field(default_factory=time.monotonic)
     graphs: dict[str, Pregel[Any, Any, Any, Any]] = field(default_factory=dict)
+    chat_model: BaseChatModel | None = None
+    """A chat model passed in by whoever built the app; None means the configured providers."""
+
+    def server_configurable(self) -> dict[str, Any]:
+        """What the server adds to every run's `configurable` (clients cannot set these)."""
+        values: dict[str, Any] = {SETTINGS_KEY: self.settings}
+        if self.chat_model is not None:
+            values[MODEL_KEY] = self.chat_model
+        return values
 
     def graph(self, name: str) -> Pregel[Any, Any, Any, Any]:
         try:

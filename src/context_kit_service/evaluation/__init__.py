@@ -1,0 +1,1 @@
+"""Evaluation: datasets, metrics and runners that measure quality and speed."""

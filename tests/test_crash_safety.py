@@ -1,0 +1,75 @@
+"""SIGKILL in the middle of index writes: the index always loads, old or new, never a mix."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from context_kit_service.repository.synthetic import generate_repository
+from context_kit_service.retrieval.index import index_directory
+from context_kit_service.retrieval.store import FaissStore
+from tests.conftest import REPO_ROOT
+from tests.crash_writer import SIZES
+
+
+def test_sigkill_during_saves_leaves_a_loadable_index(tmp_path: Path) -> None:
+    rng = random.Random(42)
+    seen_versions = set()
+    for attempt in range(25):
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash_writer", str(tmp_path)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.01, 0.3))
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate()
+        loaded = FaissStore.load(tmp_path, DeterministicFakeEmbedding(size=64))
+        assert loaded is not None, f"attempt {attempt}: index did not load"
+        store, manifest = loaded
+        assert manifest["version"] in SIZES
+        assert len(store) == manifest["version"] == store.index.ntotal
+        assert {d.metadata["i"] for d in store.docs.values()} == set(range(manifest["version"]))
+        seen_versions.add(manifest["version"])
+    assert seen_versions == set(SIZES)  # kills landed at different points of the cycle
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) <= 2  # at most the staging files of the last interrupted save
+
+
+def test_killing_the_index_command_keeps_the_previous_index(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    generate_repository(repo, 300)
+    env = {**os.environ, "CKS_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "context_kit_service.cli", "index", str(repo)]
+    first = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    directory = index_directory(tmp_path / "data", repo)
+    before = FaissStore.load(directory, DeterministicFakeEmbedding(size=384))
+    assert before is not None
+
+    for path in (repo / "contexts/tasks").glob("*.yaml"):
+        path.write_text(path.read_text() + "notes: rewritten\n")
+    second = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(6)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    after = FaissStore.load(directory, DeterministicFakeEmbedding(size=384))
+    assert after is not None
+    old_files = before[1]["files"]
+    assert after[1]["files"] == old_files or all(
+        after[1]["files"][p] != h for p, h in old_files.items() if p.startswith("contexts/tasks/")
+    )

@@ -1,0 +1,164 @@
+"""Retrieval with the real local embeddings: quality, incremental indexing, freshness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from context_kit_service.evaluation.metrics import mean, recall_at_k, reciprocal_rank
+from context_kit_service.graphs.retrieval import search_repository
+from context_kit_service.local_models import LocalEmbeddings
+from context_kit_service.providers import embeddings_spec, get_embeddings
+from context_kit_service.repository.synthetic import generate_repository
+from context_kit_service.retrieval.documents import repository_chunks
+from context_kit_service.retrieval.index import RepositoryIndex
+from context_kit_service.tools.cache import repositories
+from tests.conftest import REPO_ROOT, SAMPLE_REPO
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> LocalEmbeddings:
+    from context_kit_service.settings import Settings
+
+    model = get_embeddings(embeddings_spec(Settings(_env_file=None)))
+    assert isinstance(model, LocalEmbeddings)
+    return model
+
+
+class CountingEmbeddings(LocalEmbeddings):
+    """The real local model, counting the texts it is asked to embed."""
+
+    def __init__(self, model: LocalEmbeddings) -> None:
+        super().__init__(model.model_path)
+        self._model = model.model
+        self.embedded = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += len(texts)
+        return super().embed_documents(texts)
+
+
+async def test_recall_at_5_on_the_question_set(make_settings, embeddings) -> None:
+    settings = make_settings()
+    lines = (REPO_ROOT / "evals/datasets/rag.jsonl").read_text().splitlines()
+    examples = [json.loads(line) for line in lines]
+    assert len(examples) >= 40
+    recalls, ranks = [], []
+    for example in examples:
+        sources = await search_repository(
+            settings, SAMPLE_REPO, example["question"], top_k=5, min_score=0
+        )
+        ids = [s.entity_id for s in sources]
+        assert len(ids) == len(set(ids)) == 5  # distinct entities
+        recalls.append(recall_at_k(ids, example["relevant"], 5))
+        ranks.append(reciprocal_rank(ids, example["relevant"]))
+    assert mean(recalls) >= 0.9
+    assert mean(ranks) >= 0.8
+
+
+async def test_type_filter_top_k_and_threshold(make_settings, embeddings) -> None:
+    settings = make_settings()
+    tasks = await search_repository(
+        settings, SAMPLE_REPO, "import statements", top_k=3, entity_types=["task"], min_score=0
+    )
+    assert [s.entity_type for s in tasks] == ["task", "task", "task"]
+    assert next(s.entity_id for s in tasks) == "T-003"
+    strict = await search_repository(
+        settings, SAMPLE_REPO, "import statements", top_k=20, min_score=0.45
+    )
+    assert strict
+    assert all(s.relevance_score >= 0.45 for s in strict)
+    assert len(strict) < 20
+    nothing = await search_repository(
+        settings, SAMPLE_REPO, "banana bread recipe with walnuts", top_k=5
+    )
+    assert nothing == []
+
+
+async def test_mmr_returns_distinct_relevant_entities(make_settings, embeddings) -> None:
+    settings = make_settings()
+    plain = await search_repository(settings, SAMPLE_REPO, "passkey sign in", top_k=4, min_score=0)
+    diverse = await search_repository(
+        settings, SAMPLE_REPO, "passkey sign in", top_k=4, mmr=True, min_score=0
+    )
+    assert len({s.entity_id for s in diverse}) == 4
+    assert diverse[0].entity_id == plain[0].entity_id
+
+
+@pytest.fixture(scope="module")
+def big_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("big") / "repo"
+    counts = generate_repository(root, 1000)
+    assert sum(counts.values()) >= 1000
+    return root
+
+
+def test_editing_one_file_re_embeds_exactly_its_chunks(
+    big_repo: Path, tmp_path: Path, embeddings
+) -> None:
+    counting = CountingEmbeddings(embeddings)
+    index = RepositoryIndex(big_repo, tmp_path, counting, "local:test")
+    first = index.sync()
+    total = sum(len(c) for c in repository_chunks(repositories.get(big_repo)).values())
+    assert (first.rebuilt, first.embedded_chunks, first.chunks) == (True, total, total)
+    assert counting.embedded == total
+
+    task = big_repo / "contexts/tasks/T-042.yaml"
+    task.write_text(
+        task.read_text().replace("title: ", "title: Quarantine suspicious zebra payments; ", 1)
+    )
+    chunks_of_file = len(repository_chunks(repositories.get(big_repo))["contexts/tasks/T-042.yaml"])
+    counting.embedded = 0
+    second = index.ensure_fresh()
+    assert second is not None
+    assert (second.changed_files, second.removed_files, second.embedded_chunks) == (
+        1,
+        0,
+        chunks_of_file,
+    )
+    assert counting.embedded == chunks_of_file
+    assert second.chunks == total
+
+    hits = index.search(counting.embed_query("quarantine suspicious zebra payments"), k=1)
+    assert hits[0][0].metadata["entityId"] == "T-042"
+    assert "Quarantine suspicious zebra payments" in hits[0][0].page_content
+
+    assert index.ensure_fresh() is None  # nothing changed: no sync at all
+    (big_repo / "contexts/tasks/T-043.yaml").unlink()
+    counting.embedded = 0
+    third = index.ensure_fresh()
+    assert third is not None
+    assert (third.changed_files, third.removed_files, third.embedded_chunks) == (0, 1, 0)
+    assert counting.embedded == 0
+    assert third.chunks == total - 1
+
+
+def test_a_reopened_index_embeds_nothing_and_a_new_model_rebuilds(
+    big_repo: Path, tmp_path: Path, embeddings
+) -> None:
+    RepositoryIndex(big_repo, tmp_path, embeddings, "local:test").sync()
+    reopened = CountingEmbeddings(embeddings)
+    stats = RepositoryIndex(big_repo, tmp_path, reopened, "local:test").sync()
+    assert (stats.rebuilt, stats.embedded_chunks, reopened.embedded) == (False, 0, 0)
+    other = RepositoryIndex(big_repo, tmp_path, reopened, "local:another-model").sync()
+    assert other.rebuilt is True
+    assert other.embedded_chunks == other.chunks
+
+
+async def test_a_query_sees_a_change_made_just_before_it(
+    make_settings, sample_copy: Path, embeddings
+) -> None:
+    settings = make_settings()
+    before = await search_repository(
+        settings, sample_copy, "kangaroo ledger reconciliation", top_k=1, min_score=0
+    )
+    assert before[0].entity_id != "T-006"
+    path = sample_copy / "contexts/tasks/T-006-create-budget-tables-and-remaining-view.yaml"
+    path.write_text(path.read_text() + "notes: kangaroo ledger reconciliation runs nightly\n")
+    after = await search_repository(
+        settings, sample_copy, "kangaroo ledger reconciliation", top_k=1, min_score=0
+    )
+    assert after[0].entity_id == "T-006"
+    assert "kangaroo ledger reconciliation runs nightly" in after[0].excerpt
