@@ -45,6 +45,7 @@ typecheck: install
 bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/repository.py
+	$(BIN)/python bench/retrieval.py
 
 # Refresh the pinned versions after changing pyproject.toml's dependencies.
 lock:
