@@ -162,3 +162,17 @@ async def test_a_query_sees_a_change_made_just_before_it(
     )
     assert after[0].entity_id == "T-006"
     assert "kangaroo ledger reconciliation runs nightly" in after[0].excerpt
+
+
+async def test_health_reports_the_default_repository_index(
+    make_settings, sample_copy: Path, embeddings
+) -> None:
+    from context_kit_service.server.health import check_index
+
+    settings = make_settings(repo_path=sample_copy)
+    assert (
+        check_index(settings).detail
+        == f"index of {sample_copy} not built yet (builds on the first query)"
+    )
+    await search_repository(settings, sample_copy, "passkey", top_k=1)
+    assert check_index(settings).detail == f"index of {sample_copy}: 52 chunks, local:default"
