@@ -132,3 +132,23 @@ async def test_a_prompt_longer_than_the_context_window_is_refused() -> None:
         await small.ainvoke([HumanMessage("word " * 800)])
     assert raised.value.code == "CONTEXT_LENGTH_EXCEEDED"
     assert raised.value.message.endswith("the local model's context window is 512")
+
+
+async def test_a_schema_with_a_regex_pattern_does_not_crash_the_model(
+    model: LocalChatModel,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "version": {"type": "string", "pattern": r"^\d+\.\d+\.\d+$", "maxLength": 12}
+        },
+        "required": ["version"],
+        "additionalProperties": False,
+    }
+    result = (
+        await model.bind(max_tokens=30)
+        .with_structured_output(schema)
+        .ainvoke([HumanMessage("A version as JSON:")])
+    )  # type: ignore[attr-defined]
+    assert set(result) == {"version"}
+    assert isinstance(result["version"], str)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict
 
 from context_kit_service.providers import ProviderError
@@ -113,7 +114,7 @@ class LlamaRuntime:
         return self._llama
 
     def grammar(self, json_schema: dict[str, Any]) -> Any:
-        key = json.dumps(json_schema, sort_keys=True)
+        key = json.dumps(_without_patterns(json_schema), sort_keys=True)
         if key not in self._grammars:
             from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -176,6 +177,21 @@ class LlamaRuntime:
             text = "".join(chunks)
             completion_tokens = self.count_tokens(text, add_bos=False) if text else 0
             return Completion(text, prompt_tokens, completion_tokens, finish_reason)
+
+
+def _without_patterns(schema: Any) -> Any:
+    """The schema minus regex `pattern`s: llama.cpp's schema-to-grammar conversion turns
+    classes like \\d into literal text and the process then crashes while decoding. Callers
+    validate the result against the full schema anyway."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_patterns(v)
+            for k, v in schema.items()
+            if not (k == "pattern" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_without_patterns(item) for item in schema]
+    return schema
 
 
 _runtimes: dict[tuple[str, int, int | None], LlamaRuntime] = {}
@@ -357,8 +373,6 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, Any]:
         """Constrain decoding to `schema` with a llama.cpp grammar, then parse the JSON."""
-        if include_raw:
-            raise ValueError("include_raw is not supported by the local model")
         parser: Runnable[Any, Any]
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             json_schema = schema.model_json_schema()
@@ -366,7 +380,21 @@ class LocalChatModel(BaseChatModel):
         else:
             json_schema = schema
             parser = JsonOutputParser()
-        return self.bind(json_schema=json_schema) | parser
+        return structured(self.bind(json_schema=json_schema), parser, include_raw=include_raw)
+
+
+def structured(
+    model: Runnable[LanguageModelInput, Any], parser: Runnable[Any, Any], *, include_raw: bool
+) -> Runnable[LanguageModelInput, Any]:
+    """`model | parser`, or with `include_raw` a dict `{raw, parsed, parsing_error}` (the shape
+    of LangChain's `with_structured_output(include_raw=True)`), keeping the raw message's usage."""
+    if not include_raw:
+        return model | parser
+    parse = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    failed = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=model) | parse.with_fallbacks([failed], exception_key="parsing_error")
 
 
 class LocalEmbeddings(Embeddings):

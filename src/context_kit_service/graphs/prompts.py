@@ -28,3 +28,36 @@ RAG_NOTHING_FOUND = (
     "The repository has nothing relevant to this question, so I cannot answer it from the "
     "project's context."
 )
+
+GENERATION_SYSTEM = """You write entities for a software project's context repository. Reply \
+with one JSON object holding the fields of a {entity_type}, and nothing else. Do not write an \
+id or links to other entities: the repository assigns those.
+
+What a good {entity_type} looks like: {guide}"""
+
+GENERATION_GUIDES = {
+    "feature": "a short title naming the capability; a status (proposed for new work); an "
+    "objective saying the outcome for users in one sentence; a few testable acceptance "
+    "criteria.",
+    "userstory": "asA names a role, iWant the capability in their words (starting with 'to'), "
+    "soThat the benefit; acceptance criteria are observable and testable.",
+    "spec": "a title naming the design; a type (technical, api, ui or data); the interfaces it "
+    "defines (endpoints, tables, components); content explaining the design and its limits.",
+    "task": "a title starting with a verb; a status (todo for new work); concrete steps; done "
+    "criteria that say how to check the task is finished.",
+    "service": "a lower-case hyphenated name; a type (backend, frontend or infrastructure); a "
+    "one-sentence description of what it owns.",
+    "package": "the package name as published; a semantic version; the registry type (npm, "
+    "maven, pypi, gem or nuget); a one-sentence description.",
+    "governance": "a name; a semantic version; a status (draft for new ones); ratifiedOn as a "
+    "date; principles with an id, title and description; owners and a review cadence; "
+    "compliance rules.",
+}
+
+GENERATION_REQUEST = """Request: {request}
+
+Related entities in the repository:
+{context}"""
+
+GENERATION_REPAIR = """That {entity_type} is not valid: {problems}
+Reply with the corrected JSON object only."""

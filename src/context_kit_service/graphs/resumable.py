@@ -133,4 +133,5 @@ class ResumableGraph(Runnable[dict[str, Any], dict[str, Any]]):
                 "status": "pending_approval",
                 "approval_request": interrupts[0].value,
             }
-        return {**result, "thread_id": thread_id}
+        complete = self._output_model.model_validate({**result, "thread_id": thread_id})
+        return complete.model_dump()

@@ -32,6 +32,8 @@ CONTEXTS_DIR = "contexts"
 SCHEMAS_DIR = ".context/schemas"
 DOCUMENT_SUFFIXES = (".md", ".markdown")
 SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
+BACKLINK_LISTS = {"userstory": "userStories", "task": "tasks", "spec": "specs"}
+"""The feature list that must name a new entity of each type."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,31 @@ class Repository:
         entities = dict(self.entities)
         entities.update({entity.id: entity for entity in changed})
         return replace(self, entities=entities)
+
+    def backlinked_features(self, entity: Entity) -> list[Entity]:
+        """Features that must list a new story, spec or task for links to stay two-way,
+        updated in memory to list it."""
+        if entity.type not in BACKLINK_LISTS:
+            return []
+        list_name = BACKLINK_LISTS[entity.type]
+        related: dict[str, Any] = entity.data.get("related") or {}
+        if not isinstance(related, dict):
+            related = {}
+        feature_ids = {
+            "userstory": [entity.data.get("feature")],
+            "task": [related.get("feature")],
+            "spec": related.get("features") or [],
+        }[entity.type]
+        updated = []
+        for feature_id in feature_ids:
+            feature = self.entities.get(str(feature_id))
+            if feature is None or feature.type != "feature":
+                continue
+            listed = list(feature.data.get(list_name) or [])
+            if entity.id not in listed:
+                data = {**feature.data, list_name: [*listed, entity.id]}
+                updated.append(Entity(feature.id, "feature", feature.path, data))
+        return updated
 
     # --- validation ------------------------------------------------------------------------
 

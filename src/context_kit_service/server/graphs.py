@@ -4,6 +4,7 @@
 |------------------|----------------------------------------|
 | /graphs/tools    | tool execution (with write approvals)  |
 | /graphs/rag      | RAG query (retrieve, answer with ids)  |
+| /graphs/generate | entity generation (save needs approval) |
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import StateGraph
 from langserve import add_routes
 
-from context_kit_service.graphs import rag, tool_execution
+from context_kit_service.graphs import generation, rag, tool_execution
 from context_kit_service.graphs.resumable import ResumableGraph, served_models
 from context_kit_service.server.state import ServiceState
 
@@ -45,6 +46,9 @@ SERVED_GRAPHS = [
         _resumable("tool_execution", tool_execution),
     ),
     ServedGraph("rag", "/graphs/rag", None, lambda state: rag.graph),
+    ServedGraph(
+        "generation", "/graphs/generate", generation.builder, _resumable("generation", generation)
+    ),
 ]
 
 

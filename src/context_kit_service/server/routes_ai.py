@@ -17,6 +17,10 @@ from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable
 from context_kit_service.server.schemas import (
+    GenerateEntityMetadata,
+    GenerateEntityRequest,
+    GenerateEntityResponse,
+    GenerationValidation,
     ProviderConfig,
     RagMetadata,
     RagQueryRequest,
@@ -143,3 +147,51 @@ async def rag_query(body: RagQueryRequest, state: StateDep) -> JSONResponse:
         model=output["model"] or None,
     )
     return _json(RagQueryResponse(answer=output["answer"], sources=sources, metadata=metadata))
+
+
+@router.post(
+    "/generate-entity", response_model=GenerateEntityResponse, response_model_exclude_none=True
+)
+async def generate_entity(body: GenerateEntityRequest, state: StateDep) -> JSONResponse:
+    """Write a schema-valid entity of any type, linked to `linkedFeatureId` when given. With
+    `save: true` it pauses for approval like a write tool (answer with `threadId` and
+    `approval`). A draft that never validates within the attempts gives 422 ENTITY_INVALID."""
+    check_input_size(state.settings, userPrompt=body.user_prompt)
+    payload: dict[str, Any] = {
+        "entity_type": body.entity_type,
+        "user_prompt": body.user_prompt,
+        "linked_feature_id": body.linked_feature_id,
+        "repo_path": body.repo_path or "",
+        "save": body.save,
+    }
+    if body.approval is not None:
+        payload["approval"] = body.approval.model_dump()
+    config = run_config(state, body.config, thread_id=body.thread_id)
+    runnable = served_runnable(state, "generation")
+    output = await run_bounded(runnable.ainvoke(payload, config), state.settings)
+    status = output["status"]
+    if status == "error":
+        raise ServiceError(422, "INVALID_REQUEST", output["error"])
+    if status == "invalid":
+        details = {"problems": output["problems"], "entity": output["entity"]}
+        raise ServiceError(422, "ENTITY_INVALID", output["error"], details=details)
+    metadata = GenerateEntityMetadata(
+        prompt_tokens=output["prompt_tokens"],
+        completion_tokens=output["completion_tokens"],
+        duration_ms=output["duration_ms"],
+        model=output["model"],
+        provider=output["provider"] or None,
+        attempts=output["attempts"],
+        status=status,
+        thread_id=output["thread_id"],
+        saved_path=output.get("saved_path"),
+    )
+    return _json(
+        GenerateEntityResponse(
+            entity=output["entity"],
+            yaml=output["yaml"],
+            validation=GenerationValidation(valid=output["valid"], errors=output["problems"]),
+            approval_request=output.get("approval_request"),
+            metadata=metadata,
+        )
+    )

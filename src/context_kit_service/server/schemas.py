@@ -113,3 +113,46 @@ class RagQueryResponse(WireModel):
     answer: str
     sources: list[RagSource]
     metadata: RagMetadata
+
+
+class GenerateEntityRequest(WireModel):
+    entity_type: Literal["feature", "userstory", "spec", "task", "governance", "service", "package"]
+    user_prompt: str = Field(max_length=20_000)
+    linked_feature_id: str | None = Field(default=None, max_length=100)
+    repo_path: str | None = Field(default=None, max_length=4096)
+    config: ProviderConfig | None = None
+    save: bool = False
+    thread_id: str | None = Field(default=None, max_length=200)
+    approval: ApprovalIn | None = None
+
+    @field_validator("user_prompt")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if len("".join(value.split())) < 10:
+            raise ValueError("userPrompt needs at least 10 non-blank characters")
+        return value
+
+
+class GenerationValidation(WireModel):
+    valid: bool
+    errors: list[str]
+
+
+class GenerateEntityMetadata(WireModel):
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    duration_ms: float = Field(ge=0)
+    model: str
+    provider: str | None = None
+    attempts: int = Field(ge=0)
+    status: str
+    thread_id: str | None = None
+    saved_path: str | None = None
+
+
+class GenerateEntityResponse(WireModel):
+    entity: dict[str, Any]
+    yaml: str
+    validation: GenerationValidation
+    approval_request: dict[str, Any] | None = None
+    metadata: GenerateEntityMetadata

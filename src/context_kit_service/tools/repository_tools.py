@@ -16,7 +16,7 @@ from langchain_core.tools import ToolException, tool
 from langgraph.prebuilt import InjectedState
 
 from context_kit_service.graphs.configuration import service_settings
-from context_kit_service.repository.model import Entity, Repository
+from context_kit_service.repository.model import BACKLINK_LISTS, Entity, Repository
 from context_kit_service.repository.types import ENTITY_TYPES, entity_type
 from context_kit_service.repository.yaml_io import (
     dump_round_trip,
@@ -256,28 +256,6 @@ def _problems_text(problems: list[Any]) -> str:
     return "; ".join(f"{p.field or 'entity'}: {p.message}" for p in problems[:10])
 
 
-def _backlinked_features(repo: Repository, entity: Entity) -> list[Entity]:
-    """Features that must list a new story, spec or task so links stay two-way."""
-    fields = {
-        "userstory": ("userStories", [entity.data.get("feature")]),
-        "task": ("tasks", [(entity.data.get("related") or {}).get("feature")]),
-        "spec": ("specs", (entity.data.get("related") or {}).get("features") or []),
-    }
-    if entity.type not in fields:
-        return []
-    list_name, feature_ids = fields[entity.type]
-    updated = []
-    for feature_id in feature_ids:
-        feature = repo.entities.get(str(feature_id))
-        if feature is None or feature.type != "feature":
-            continue
-        listed = list(feature.data.get(list_name) or [])
-        if entity.id not in listed:
-            data = {**feature.data, list_name: [*listed, entity.id]}
-            updated.append(Entity(feature.id, "feature", feature.path, data))
-    return updated
-
-
 def _write_entity_file(root: Path, entity: Entity, changes: dict[str, Any] | None) -> None:
     target = root / entity.path
     if changes is None:
@@ -305,15 +283,15 @@ def _create(repo_root: str, kind_name: str, fields: dict[str, Any]) -> dict[str,
     title = Entity(data["id"], kind.name, "", data).title
     path = f"contexts/{kind.folder}/{data['id']}-{_slug(title)}.yaml"
     entity = Entity(data["id"], kind.name, path, data)
-    features = _backlinked_features(repo, entity)
+    features = repo.backlinked_features(entity)
     problems = repo.with_entities(entity, *features).check_entity(kind.name, data, path)
     if problems:
         raise ToolException(f"{kind.name} is not valid: {_problems_text(problems)}")
     root = Path(repo_root)
     _write_entity_file(root, entity, None)
-    list_name = {"userstory": "userStories", "task": "tasks", "spec": "specs"}.get(kind.name)
+    list_name = BACKLINK_LISTS[kind.name]
     for feature in features:
-        _write_entity_file(root, feature, {list_name: feature.data[list_name]} if list_name else {})
+        _write_entity_file(root, feature, {list_name: feature.data[list_name]})
     return {"id": entity.id, "path": path, "entity": data, "updated": [f.id for f in features]}
 
 

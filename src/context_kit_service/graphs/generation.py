@@ -1,0 +1,373 @@
+"""Entity generation: draft an entity of any type under its schema, check it against the
+repository, repair it (a bounded number of times), and optionally save it after approval.
+
+    gather_context -> draft_entity -> validate_draft -> finish
+                          ^               |   \\-> give_up
+                          +---(repair)----+    \\-> request_approval -> save_entity -> finish
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import ToolException
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel, Field, field_validator
+
+from context_kit_service.graphs import prompts
+from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
+from context_kit_service.graphs.retrieval import search_repository
+from context_kit_service.providers import as_provider_error, model_name
+from context_kit_service.repository.model import Entity
+from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
+from context_kit_service.repository.yaml_io import dump_round_trip
+from context_kit_service.tools.cache import repositories
+from context_kit_service.tools.confinement import ConfinementError, resolve_repository
+from context_kit_service.tools.repository_tools import create_entity
+
+MIN_PROMPT_CHARS = 10
+MAX_ARRAY_ITEMS = 4
+MAX_STRING_CHARS = 240
+LINK_FIELDS = {name: {link.path[0] for link in kind.links} for name, kind in ENTITY_TYPES.items()}
+FEATURE_LINK = {"userstory": "feature", "task": "related.feature", "spec": "related.features"}
+"""Where `linked_feature_id` goes for each type that can link to a feature."""
+
+Status = Literal["completed", "invalid", "error", "rejected", "pending_approval"]
+
+
+class InputState(BaseModel):
+    entity_type: EntityTypeName = Field(description="The type of entity to write.")
+    user_prompt: str = Field(description="What the entity should be about (10+ characters).")
+    linked_feature_id: str | None = Field(
+        default=None, description="Feature to link a user story, task or spec to."
+    )
+    repo_path: str = Field(default="", description="Repository; empty means the default.")
+    save: bool = Field(default=False, description="Write the entity after approval.")
+    max_attempts: int = Field(default=3, ge=1, le=5, description="Drafts before giving up.")
+
+    @field_validator("user_prompt")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if len("".join(value.split())) < MIN_PROMPT_CHARS:
+            raise ValueError(f"user_prompt needs at least {MIN_PROMPT_CHARS} non-blank characters")
+        return value
+
+
+class OutputState(BaseModel):
+    status: Status = Field(default="completed", description="How the run ended.")
+    entity: dict[str, Any] = Field(default_factory=dict, description="The entity (last draft).")
+    yaml: str = Field(default="", description="The entity as YAML, as it would be saved.")
+    valid: bool = Field(default=False, description="Whether it passed schema and link checks.")
+    problems: list[str] = Field(default_factory=list, description="What is wrong, if anything.")
+    error: str | None = Field(default=None, description="Why generation failed, if it did.")
+    attempts: int = Field(default=0, description="Drafts written.")
+    saved_path: str | None = Field(default=None, description="File written, when saved.")
+    prompt_tokens: int = Field(default=0, description="Prompt tokens, from the model's usage.")
+    completion_tokens: int = Field(default=0, description="Completion tokens, from usage.")
+    duration_ms: float = Field(default=0.0, description="Time from start to result.")
+    model: str = Field(default="", description="The model that wrote the drafts.")
+    provider: str = Field(default="", description="Its provider.")
+
+
+class State(InputState, OutputState):
+    repo_root: str = Field(default="", description="The checked repository root.")
+    entity_id: str = Field(default="", description="The id the repository assigns.")
+    draft_schema: dict[str, Any] = Field(default_factory=dict, description="Schema drafts obey.")
+    context: str = Field(default="", description="Related entities, for the prompt.")
+    examples: list[dict[str, Any]] = Field(default_factory=list, description="Few-shot drafts.")
+    draft: dict[str, Any] | None = Field(default=None, description="The latest draft's fields.")
+    parse_error: str | None = Field(default=None, description="Why the last reply was no JSON.")
+    feedback: list[tuple[str, str]] = Field(
+        default_factory=list, description="Earlier drafts and what was wrong with them."
+    )
+    started_at: float = Field(default=0.0, description="Wall-clock start (seconds).")
+
+
+# --- schema helpers ---------------------------------------------------------------------------
+
+
+def _bounded(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property schema with bounds, so constrained decoding cannot run on forever."""
+    prop = dict(prop)
+    if prop.get("type") == "array" or "items" in prop:
+        prop["type"] = "array"
+        prop["items"] = _bounded(prop.get("items") or {"type": "string"})
+        prop.setdefault("maxItems", MAX_ARRAY_ITEMS)
+    elif prop.get("type") == "object":
+        # A free-form object gives the decoder an open-ended grammar: name its keys.
+        given = prop.get("properties") or {
+            name: {"type": "string"} for name in prop.get("required", [])
+        }
+        prop["properties"] = {k: _bounded(v) for k, v in given.items()}
+        prop["additionalProperties"] = False
+    elif "enum" in prop:
+        prop.setdefault("type", "string")
+    elif prop.get("type") == "string":
+        prop.setdefault("maxLength", MAX_STRING_CHARS)
+    return prop
+
+
+def draft_schema(schema: dict[str, Any], entity_type: str) -> dict[str, Any]:
+    """The type's schema without the id and the link fields (the repository sets those)."""
+    skipped = {"id"} | LINK_FIELDS[entity_type]
+    properties = {
+        k: _bounded(v) for k, v in (schema.get("properties") or {}).items() if k not in skipped
+    }
+    return {
+        "title": entity_type,
+        "description": f"The fields of a {entity_type}.",
+        "type": "object",
+        "properties": properties,
+        "required": [k for k in schema.get("required", []) if k in properties],
+        "additionalProperties": False,
+    }
+
+
+def assemble(state: State, draft: dict[str, Any]) -> dict[str, Any]:
+    """id, then the drafted fields in schema order, then the link to the feature."""
+    order = list(state.draft_schema["properties"])
+    entity: dict[str, Any] = {"id": state.entity_id}
+    entity.update({k: draft[k] for k in order if k in draft})
+    feature = state.linked_feature_id
+    if feature and state.entity_type == "userstory":
+        entity = {
+            "id": state.entity_id,
+            "feature": feature,
+            **{k: v for k, v in entity.items() if k != "id"},
+        }
+    elif feature and state.entity_type == "task":
+        entity["related"] = {"feature": feature}
+    elif feature and state.entity_type == "spec":
+        entity["related"] = {"features": [feature]}
+    return entity
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> dict[str, Any]:
+    return {"status": "error", "error": message}
+
+
+async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]:
+    started = time.time()
+    settings = service_settings(config)
+    try:
+        root = resolve_repository(state.repo_path, settings)
+    except ConfinementError as exc:
+        return _fail(str(exc))
+    repo = await asyncio.to_thread(repositories.get, root)
+    lines = []
+    if state.linked_feature_id:
+        if state.entity_type not in FEATURE_LINK:
+            return _fail(
+                f"linked_feature_id applies to {', '.join(FEATURE_LINK)}, not {state.entity_type}"
+            )
+        feature = repo.entities.get(state.linked_feature_id)
+        if feature is None or feature.type != "feature":
+            return _fail(
+                f"linked_feature_id {state.linked_feature_id} is not a feature of the repository"
+            )
+        objective = feature.data.get("objective", "")
+        lines.append(f"[{feature.id}] (feature, linked) {feature.title}. {objective}".strip())
+    related = await search_repository(settings, root, state.user_prompt, top_k=4)
+    lines += [
+        f"[{s.entity_id}] ({s.entity_type}) {s.title}"
+        for s in related
+        if s.entity_id != state.linked_feature_id
+    ]
+    schema = draft_schema(repo.schemas[state.entity_type], state.entity_type)
+    similar = await search_repository(
+        settings, root, state.user_prompt, top_k=2, entity_types=[state.entity_type], min_score=0
+    )
+    examples = [
+        {k: v for k, v in repo.entities[s.entity_id].data.items() if k in schema["properties"]}
+        for s in similar
+        if s.entity_id in repo.entities
+    ]
+    return {
+        "repo_root": str(root),
+        "entity_id": repo.next_id(state.entity_type),
+        "draft_schema": schema,
+        "context": "\n".join(lines) or "(none)",
+        "examples": examples,
+        "started_at": started,
+    }
+
+
+def draft_messages(state: State) -> list[BaseMessage]:
+    guide = prompts.GENERATION_GUIDES[state.entity_type]
+    messages: list[BaseMessage] = [
+        SystemMessage(prompts.GENERATION_SYSTEM.format(entity_type=state.entity_type, guide=guide))
+    ]
+    for example in state.examples:
+        title = example.get("title") or example.get("name") or example.get("iWant") or "an example"
+        request = prompts.GENERATION_REQUEST.format(request=title, context="(none)")
+        messages += [HumanMessage(request), AIMessage(json.dumps(example))]
+    messages.append(
+        HumanMessage(
+            prompts.GENERATION_REQUEST.format(request=state.user_prompt, context=state.context)
+        )
+    )
+    for draft, problems in state.feedback:
+        repair = prompts.GENERATION_REPAIR.format(entity_type=state.entity_type, problems=problems)
+        messages += [AIMessage(draft), HumanMessage(repair)]
+    return messages
+
+
+async def draft_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
+    model, spec = chat_model_for(config)
+    structured = model.with_structured_output(state.draft_schema, include_raw=True)
+    try:
+        result: dict[str, Any] = await structured.ainvoke(draft_messages(state), config)  # type: ignore[assignment]
+    except Exception as exc:
+        raise as_provider_error(exc, spec.provider) from exc
+    usage = getattr(result["raw"], "usage_metadata", None) or {}
+    parsed = result.get("parsed")
+    error = result.get("parsing_error")
+    return {
+        "draft": parsed if isinstance(parsed, dict) else None,
+        "parse_error": None
+        if isinstance(parsed, dict)
+        else str(error or "the reply was not a JSON object"),
+        "prompt_tokens": state.prompt_tokens + int(usage.get("input_tokens", 0)),
+        "completion_tokens": state.completion_tokens + int(usage.get("output_tokens", 0)),
+        "model": model_name(spec),
+        "provider": spec.provider,
+    }
+
+
+async def validate_draft(state: State) -> dict[str, Any]:
+    attempts = state.attempts + 1
+    if state.draft is None:
+        problems = [f"the reply was not a JSON object ({state.parse_error})"]
+        return {
+            "attempts": attempts,
+            "valid": False,
+            "problems": problems,
+            "feedback": [*state.feedback, ("", problems[0])],
+        }
+    entity = assemble(state, state.draft)
+    kind = ENTITY_TYPES[state.entity_type]
+    path = f"contexts/{kind.folder}/{state.entity_id}.yaml"
+    repo = await asyncio.to_thread(repositories.get, Path(state.repo_root))
+    candidate = Entity(state.entity_id, state.entity_type, path, entity)
+    view = repo.with_entities(candidate, *repo.backlinked_features(candidate))
+    found = view.check_entity(state.entity_type, entity, path)
+    problems = [f"{p.field or 'entity'}: {p.message}" for p in found]
+    feedback = state.feedback
+    if problems:
+        feedback = [*feedback, (json.dumps(state.draft), "; ".join(problems))]
+    return {
+        "attempts": attempts,
+        "entity": entity,
+        "valid": not problems,
+        "problems": problems,
+        "feedback": feedback,
+    }
+
+
+async def give_up(state: State) -> dict[str, Any]:
+    return {
+        "status": "invalid",
+        "error": f"could not write a valid {state.entity_type} in {state.attempts} attempts: "
+        + "; ".join(state.problems),
+        "yaml": dump_round_trip(state.entity) if state.entity else "",
+        "duration_ms": _since(state.started_at),
+    }
+
+
+async def request_approval(state: State) -> dict[str, Any]:
+    decision = interrupt(
+        {
+            "type": "approval",
+            "tool": "create_entity",
+            "arguments": {"entity_type": state.entity_type, "fields": state.entity},
+            "repoPath": state.repo_root,
+            "message": f"Save {state.entity_id} to the repository?",
+        }
+    )
+    if not isinstance(decision, dict) or not decision.get("approved"):
+        return {"status": "rejected", "error": "the user rejected saving this entity"}
+    edited = (decision.get("arguments") or {}).get("fields")
+    return {"entity": edited} if isinstance(edited, dict) else {}
+
+
+async def save_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
+    arguments = {
+        "entity_type": state.entity_type,
+        "fields": state.entity,
+        "repo_root": state.repo_root,
+    }
+    try:
+        saved = await create_entity.ainvoke(arguments, config)
+    except ToolException as exc:
+        return {"status": "error", "error": str(exc)}
+    return {"saved_path": saved["path"], "entity": saved["entity"]}
+
+
+async def finish(state: State) -> dict[str, Any]:
+    return {
+        "status": "completed",
+        "yaml": dump_round_trip(state.entity),
+        "duration_ms": _since(state.started_at),
+    }
+
+
+def _since(started_at: float) -> float:
+    return round((time.time() - started_at) * 1000, 3) if started_at else 0.0
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+def route_after_context(state: State) -> Literal["draft_entity", "__end__"]:
+    return "__end__" if state.status == "error" else "draft_entity"
+
+
+def route_after_validation(
+    state: State,
+) -> Literal["finish", "request_approval", "draft_entity", "give_up"]:
+    if state.valid:
+        return "request_approval" if state.save else "finish"
+    return "draft_entity" if state.attempts < state.max_attempts else "give_up"
+
+
+def route_after_approval(state: State) -> Literal["save_entity", "__end__"]:
+    return "__end__" if state.status == "rejected" else "save_entity"
+
+
+def route_after_save(state: State) -> Literal["finish", "__end__"]:
+    return "__end__" if state.status == "error" else "finish"
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+builder = StateGraph(
+    State, input_schema=InputState, output_schema=OutputState, context_schema=Configuration
+)
+builder.add_node(gather_context)
+builder.add_node(draft_entity)
+builder.add_node(validate_draft)
+builder.add_node(give_up)
+builder.add_node(request_approval)
+builder.add_node(save_entity)
+builder.add_node(finish)
+builder.add_edge(START, "gather_context")
+builder.add_conditional_edges("gather_context", route_after_context)
+builder.add_edge("draft_entity", "validate_draft")
+builder.add_conditional_edges("validate_draft", route_after_validation)
+builder.add_edge("give_up", END)
+builder.add_conditional_edges("request_approval", route_after_approval)
+builder.add_conditional_edges("save_entity", route_after_save)
+builder.add_edge("finish", END)
+
+graph = builder.compile(name="generation")
+"""Checkpointer-free, for LangGraph Studio; the server compiles `builder` with its checkpointer."""
