@@ -112,7 +112,7 @@ async def test_the_linked_feature_goes_to_the_types_link_field(
     )
     assert out["valid"] is True
     assert {k: v for k, v in out["entity"].items() if k in link} == link
-    assert list(out["entity"])[0] == "id"
+    assert next(iter(out["entity"])) == "id"
 
 
 @pytest.mark.parametrize(

@@ -43,5 +43,6 @@ async def test_the_embedded_model_writes_a_valid_entity(
     repo = load_repository(SAMPLE_REPO)
     jsonschema.validate(out["entity"], repo.schemas[entity_type])
     assert out["entity"]["id"] == repo.next_id(entity_type)
-    assert out["prompt_tokens"] > 0 and out["completion_tokens"] > 0
+    assert out["prompt_tokens"] > 0
+    assert out["completion_tokens"] > 0
     assert out["model"] == "gemma3-270m-q4_k_m"
