@@ -241,3 +241,13 @@ def test_round_trip_editing_keeps_comments_order_and_quotes() -> None:
 def test_missing_repository_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="repository not found"):
         load_repository(tmp_path / "nope")
+
+
+def test_new_entity_yaml_reads_back_as_the_same_data() -> None:
+    from context_kit_service.repository.yaml_io import dump_new, load_yaml
+
+    repo = load_repository(SAMPLE_REPO)
+    for entity in repo.entities.values():
+        text = dump_new(entity.data)
+        assert load_yaml(text) == entity.data, entity.id
+        assert all(line == line.rstrip() for line in text.splitlines())

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -33,7 +33,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, ConfigDict
 
 from context_kit_service.providers import ProviderError
@@ -387,14 +387,19 @@ def structured(
     model: Runnable[LanguageModelInput, Any], parser: Runnable[Any, Any], *, include_raw: bool
 ) -> Runnable[LanguageModelInput, Any]:
     """`model | parser`, or with `include_raw` a dict `{raw, parsed, parsing_error}` (the shape
-    of LangChain's `with_structured_output(include_raw=True)`), keeping the raw message's usage."""
+    of LangChain's `with_structured_output(include_raw=True)`), keeping the raw message's usage.
+    One step rather than a chain of passthroughs: each nested runnable costs callback work."""
     if not include_raw:
         return model | parser
-    parse = RunnablePassthrough.assign(
-        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-    )
-    failed = RunnablePassthrough.assign(parsed=lambda _: None)
-    return RunnableMap(raw=model) | parse.with_fallbacks([failed], exception_key="parsing_error")
+
+    async def call(messages: LanguageModelInput, config: RunnableConfig) -> dict[str, Any]:
+        raw = await model.ainvoke(messages, config)
+        try:
+            return {"raw": raw, "parsed": parser.invoke(raw), "parsing_error": None}
+        except OutputParserException as exc:
+            return {"raw": raw, "parsed": None, "parsing_error": exc}
+
+    return RunnableLambda(call, name="structured_output")
 
 
 class LocalEmbeddings(Embeddings):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 
@@ -19,6 +20,8 @@ from context_kit_service.settings import ProviderName, Settings, get_settings
 SETTINGS_KEY = "cks_settings"
 MODEL_KEY = "cks_chat_model"
 """A chat model instance the embedding application passes in (tests, evals); server-only."""
+EMBEDDINGS_KEY = "cks_embeddings"
+"""An embeddings instance passed in the same way (benchmarks, tests); server-only."""
 PROVIDER_KEY = "cks_provider"
 """Server-checked provider overrides a client may not set through LangServe (endpoint, key)."""
 
@@ -93,3 +96,9 @@ def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatMo
     if isinstance(given, BaseChatModel):
         return given, spec
     return get_chat_model(spec), spec
+
+
+def embeddings_for(config: RunnableConfig | None) -> Embeddings | None:
+    """Embeddings passed in by whoever runs the graph; None means the configured provider."""
+    given = ((config or {}).get("configurable") or {}).get(EMBEDDINGS_KEY)
+    return given if isinstance(given, Embeddings) else None

@@ -22,12 +22,17 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, Field, field_validator
 
 from context_kit_service.graphs import prompts
-from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
-from context_kit_service.graphs.retrieval import search_repository
+from context_kit_service.graphs.configuration import (
+    Configuration,
+    chat_model_for,
+    embeddings_for,
+    service_settings,
+)
+from context_kit_service.graphs.retrieval import Source, search_sync
 from context_kit_service.providers import as_provider_error, model_name
-from context_kit_service.repository.model import Entity
+from context_kit_service.repository.model import Entity, Repository, repository_signature
 from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
-from context_kit_service.repository.yaml_io import dump_round_trip
+from context_kit_service.repository.yaml_io import dump_new
 from context_kit_service.tools.cache import repositories
 from context_kit_service.tools.confinement import ConfinementError, resolve_repository
 from context_kit_service.tools.repository_tools import create_entity
@@ -163,7 +168,16 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
         root = resolve_repository(state.repo_path, settings)
     except ConfinementError as exc:
         return _fail(str(exc))
-    repo = await asyncio.to_thread(repositories.get, root)
+    embeddings = embeddings_for(config)
+
+    def load_and_search() -> tuple[Repository, list[Source]]:
+        signature = repository_signature(root)  # one scan serves both the model and the index
+        found = search_sync(
+            settings, embeddings, root, state.user_prompt, 12, [], False, 0.0, signature
+        )
+        return repositories.get(root, signature), found
+
+    repo, hits = await asyncio.to_thread(load_and_search)
     lines = []
     if state.linked_feature_id:
         if state.entity_type not in FEATURE_LINK:
@@ -177,20 +191,20 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
             )
         objective = feature.data.get("objective", "")
         lines.append(f"[{feature.id}] (feature, linked) {feature.title}. {objective}".strip())
-    related = await search_repository(settings, root, state.user_prompt, top_k=4)
-    lines += [
-        f"[{s.entity_id}] ({s.entity_type}) {s.title}"
-        for s in related
-        if s.entity_id != state.linked_feature_id
-    ]
     schema = draft_schema(repo.schemas[state.entity_type], state.entity_type)
-    similar = await search_repository(
-        settings, root, state.user_prompt, top_k=2, entity_types=[state.entity_type], min_score=0
-    )
+    relevant = [h for h in hits if h.relevance_score >= settings.min_relevance]
+    lines += [
+        f"[{h.entity_id}] ({h.entity_type}) {h.title}"
+        for h in relevant[:4]
+        if h.entity_id != state.linked_feature_id
+    ]
+    same_type = [h.entity_id for h in hits if h.entity_type == state.entity_type]
+    if not same_type:
+        same_type = [e.id for e in repo.by_type(state.entity_type)]
     examples = [
-        {k: v for k, v in repo.entities[s.entity_id].data.items() if k in schema["properties"]}
-        for s in similar
-        if s.entity_id in repo.entities
+        {k: v for k, v in repo.entities[i].data.items() if k in schema["properties"]}
+        for i in same_type[:2]
+        if i in repo.entities
     ]
     return {
         "repo_root": str(root),
@@ -257,7 +271,7 @@ async def validate_draft(state: State) -> dict[str, Any]:
     entity = assemble(state, state.draft)
     kind = ENTITY_TYPES[state.entity_type]
     path = f"contexts/{kind.folder}/{state.entity_id}.yaml"
-    repo = await asyncio.to_thread(repositories.get, Path(state.repo_root))
+    repo = repositories.peek(Path(state.repo_root))  # the snapshot this run started from
     candidate = Entity(state.entity_id, state.entity_type, path, entity)
     view = repo.with_entities(candidate, *repo.backlinked_features(candidate))
     found = view.check_entity(state.entity_type, entity, path)
@@ -279,7 +293,7 @@ async def give_up(state: State) -> dict[str, Any]:
         "status": "invalid",
         "error": f"could not write a valid {state.entity_type} in {state.attempts} attempts: "
         + "; ".join(state.problems),
-        "yaml": dump_round_trip(state.entity) if state.entity else "",
+        "yaml": dump_new(state.entity) if state.entity else "",
         "duration_ms": _since(state.started_at),
     }
 
@@ -316,7 +330,7 @@ async def save_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
 async def finish(state: State) -> dict[str, Any]:
     return {
         "status": "completed",
-        "yaml": dump_round_trip(state.entity),
+        "yaml": dump_new(state.entity),
         "duration_ms": _since(state.started_at),
     }
 

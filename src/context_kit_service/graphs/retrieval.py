@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
-from context_kit_service.graphs.configuration import service_settings
+from context_kit_service.graphs.configuration import embeddings_for, service_settings
 from context_kit_service.providers import embeddings_spec, get_embeddings
+from context_kit_service.repository.model import Signature
 from context_kit_service.retrieval.index import embeddings_model_id, indexes
 from context_kit_service.settings import Settings
 
@@ -45,19 +47,25 @@ def _excerpt(text: str) -> str:
     return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rstrip() + "…"
 
 
-def _search(
+def search_sync(
     settings: Settings,
+    given: Embeddings | None,
     root: Path,
     query: str,
     top_k: int,
     entity_types: list[str],
     mmr: bool,
     min_score: float,
+    signature: Signature | None = None,
 ) -> list[Source]:
-    spec = embeddings_spec(settings)
-    embeddings = get_embeddings(spec)
-    index = indexes.get(root, settings.data_dir, embeddings, embeddings_model_id(spec))
-    index.ensure_fresh()
+    """`search_repository` in the calling thread; `signature` when just computed."""
+    if given is None:
+        spec = embeddings_spec(settings)
+        embeddings, model_id = get_embeddings(spec), embeddings_model_id(spec)
+    else:
+        embeddings, model_id = given, f"custom:{type(given).__name__}"
+    index = indexes.get(root, settings.data_dir, embeddings, model_id)
+    index.ensure_fresh(signature)
     vector = embeddings.embed_query(query)
     k = max(1, min(top_k, MAX_TOP_K))
     hits = index.search(vector, k=k * 4, entity_types=entity_types, mmr=mmr, fetch_k=k * 8)
@@ -88,11 +96,15 @@ async def search_repository(
     entity_types: list[str] | None = None,
     mmr: bool = False,
     min_score: float | None = None,
+    embeddings: Embeddings | None = None,
 ) -> list[Source]:
-    """The `top_k` most relevant distinct entities for `query` (the index is refreshed first)."""
+    """The `top_k` most relevant distinct entities for `query` (the index is refreshed first).
+
+    `embeddings` replaces the configured embeddings provider (see `embeddings_for`)."""
     threshold = settings.min_relevance if min_score is None else min_score
+    types = list(entity_types or [])
     return await asyncio.to_thread(
-        _search, settings, root, query, top_k, list(entity_types or []), mmr, threshold
+        search_sync, settings, embeddings, root, query, top_k, types, mmr, threshold
     )
 
 
@@ -106,5 +118,6 @@ async def retrieve(state: Any, config: RunnableConfig) -> dict[str, Any]:
         top_k=state.top_k,
         entity_types=state.entity_types,
         mmr=state.mmr,
+        embeddings=embeddings_for(config),
     )
     return {"sources": sources, "retrieval_ms": round((time.perf_counter() - started) * 1000, 3)}

@@ -32,6 +32,8 @@ CONTEXTS_DIR = "contexts"
 SCHEMAS_DIR = ".context/schemas"
 DOCUMENT_SUFFIXES = (".md", ".markdown")
 SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
+Signature = tuple[tuple[str, int, int], ...]
+"""(path, size, mtime) of every file a repository's model reads: a cheap change detector."""
 BACKLINK_LISTS = {"userstory": "userStories", "task": "tasks", "spec": "specs"}
 """The feature list that must name a new entity of each type."""
 
@@ -113,7 +115,7 @@ class Repository:
     load_problems: list[Problem]
     schemas: dict[str, dict[str, Any]]
     schema_sources: dict[str, str]
-    signature: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+    signature: Signature = field(default=(), repr=False)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -363,7 +365,7 @@ def _markdown_title(path: Path, text: str) -> str:
     return path.stem
 
 
-def repository_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+def repository_signature(root: Path) -> Signature:
     """Cheap fingerprint of every file the model reads (path, size, mtime in ns).
 
     Runs before every query, so it sticks to `os.scandir`/`os.stat` on plain strings.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Safe dumping with list items indented under their key, like the round-trip writer."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def dump_new(data: dict[str, Any]) -> str:
+    """YAML for a new entity (nothing to preserve): same layout as `dump_round_trip`, faster."""
+    return yaml.dump(
+        data, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100, indent=2
+    )
+
+
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
     """One line naming what is wrong and where (1-based line and column)."""
     mark = getattr(exc, "problem_mark", None)
@@ -37,11 +52,19 @@ def describe_yaml_error(exc: yaml.YAMLError) -> str:
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+_local = threading.local()
+
+
 def _round_trip() -> YAML:
+    """One configured round-trip YAML per thread (building one is costly; sharing is unsafe)."""
+    handler: YAML | None = getattr(_local, "yaml", None)
+    if handler is not None:
+        return handler
     handler = YAML(typ="rt")
     handler.indent(mapping=2, sequence=4, offset=2)
     handler.width = 100
     handler.preserve_quotes = True
+    _local.yaml = handler
     return handler
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from context_kit_service.repository.model import repository_signature
+from context_kit_service.repository.model import Signature, repository_signature
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.store import FaissStore
 from context_kit_service.tools.cache import repositories
@@ -54,7 +54,7 @@ class RepositoryIndex:
         self.model_id = model_id
         self.store: FaissStore | None = None
         self.files: dict[str, str] = {}
-        self.signature: tuple[tuple[str, int, int], ...] | None = None
+        self.signature: Signature | None = None
         self._lock = threading.Lock()
         self._loaded = False
 
@@ -81,13 +81,17 @@ class RepositoryIndex:
                 progress(len(batch))
         return np.vstack(parts) if parts else np.zeros((0, 0), dtype="float32")
 
-    def sync(self, progress: Progress | None = None) -> SyncStats:
+    def sync(
+        self,
+        progress: Progress | None = None,
+        signature: Signature | None = None,
+    ) -> SyncStats:
         """Bring the index in line with the repository's files, embedding only what changed."""
         started = time.perf_counter()
         with self._lock:
             self._load()
-            signature = repository_signature(self.root)
-            chunks = repository_chunks(repositories.get(self.root))
+            signature = repository_signature(self.root) if signature is None else signature
+            chunks = repository_chunks(repositories.get(self.root, signature))
             hashes = {path: file_hash(docs) for path, docs in chunks.items()}
             rebuilt = self.store is None
             changed = [p for p, h in hashes.items() if self.files.get(p) != h or rebuilt]
@@ -126,11 +130,12 @@ class RepositoryIndex:
                 seconds=time.perf_counter() - started,
             )
 
-    def ensure_fresh(self) -> SyncStats | None:
+    def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:
         """Sync when any file changed since the last sync (a stat per file otherwise)."""
-        if self.signature is not None and repository_signature(self.root) == self.signature:
+        signature = repository_signature(self.root) if signature is None else signature
+        if self.signature is not None and signature == self.signature:
             return None
-        return self.sync()
+        return self.sync(signature=signature)
 
     def search(
         self,

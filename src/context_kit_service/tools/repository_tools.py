@@ -19,6 +19,7 @@ from context_kit_service.graphs.configuration import service_settings
 from context_kit_service.repository.model import BACKLINK_LISTS, Entity, Repository
 from context_kit_service.repository.types import ENTITY_TYPES, entity_type
 from context_kit_service.repository.yaml_io import (
+    dump_new,
     dump_round_trip,
     load_round_trip,
     merge_into,
@@ -259,10 +260,10 @@ def _problems_text(problems: list[Any]) -> str:
 def _write_entity_file(root: Path, entity: Entity, changes: dict[str, Any] | None) -> None:
     target = root / entity.path
     if changes is None:
-        document = load_round_trip(dump_round_trip(entity.data))
-    else:
-        document = load_round_trip(target.read_text(encoding="utf-8"))
-        merge_into(document, changes)
+        write_atomic(target, dump_new(entity.data))
+        return
+    document = load_round_trip(target.read_text(encoding="utf-8"))
+    merge_into(document, changes)
     write_atomic(target, dump_round_trip(document))
 
 
