@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/repository.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/generation.py
 
 # Refresh the pinned versions after changing pyproject.toml's dependencies.
 lock:
