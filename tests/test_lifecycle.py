@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -111,3 +112,35 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     finally:
         holder.stop()
+
+
+def test_sigterm_cancels_an_in_flight_token_stream(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLE_REPO
+
+    env = {"CKS_REPO_PATH": str(SAMPLE_REPO), "CKS_MAX_TOKENS": "2000", "CKS_TEMPERATURE": "0.8"}
+    service = start(tmp_path / "data", env=env)
+    request = {"input": {"query": "Describe every feature of the project in great detail."}}
+    tokens = 0
+    with httpx.stream(
+        "POST", f"{service.url}/graphs/rag/stream_events", json=request, timeout=120
+    ) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if (
+                '"event": "on_chat_model_stream"' in line
+                or '"event":"on_chat_model_stream"' in line
+            ):
+                tokens += 1
+                if tokens == 3:
+                    break
+        assert tokens == 3
+        signalled = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        after: list[str] = []
+        with contextlib.suppress(httpx.HTTPError):
+            after.extend(lines)
+    events = [line for line in after if line.startswith("event:")]
+    assert "event: end" not in events  # the answer was cut short, not finished
+    code, _, err = service.finish(timeout=15)
+    assert code == 0, err[-2000:]
+    assert time.monotonic() - signalled < 5
