@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -17,6 +17,7 @@ from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable
 from context_kit_service.server.schemas import (
+    ApprovalIn,
     GenerateEntityMetadata,
     GenerateEntityRequest,
     GenerateEntityResponse,
@@ -69,6 +70,25 @@ def run_config(
     return {"configurable": values}
 
 
+class ResumableRequest(Protocol):
+    config: ProviderConfig | None
+    thread_id: str | None
+    approval: ApprovalIn | None
+
+
+async def run_resumable(
+    state: ServiceState, graph: str, payload: dict[str, Any], body: ResumableRequest
+) -> dict[str, Any]:
+    """Start a run of an approval-capable graph, or answer its pending approval."""
+    if body.approval is not None:
+        payload = {**payload, "approval": body.approval.model_dump()}
+    config = run_config(state, body.config, thread_id=body.thread_id)
+    output: dict[str, Any] = await run_bounded(
+        served_runnable(state, graph).ainvoke(payload, config), state.settings
+    )
+    return output
+
+
 def check_input_size(settings: Settings, **texts: str) -> None:
     for name, text in texts.items():
         if len(text) > settings.max_input_chars:
@@ -95,11 +115,7 @@ async def execute_tool(body: ToolExecuteRequest, state: StateDep) -> JSONRespons
         "parameters": body.parameters,
         "repo_path": body.repo_path or "",
     }
-    if body.approval is not None:
-        payload["approval"] = body.approval.model_dump()
-    config = run_config(state, body.config, thread_id=body.thread_id)
-    runnable = served_runnable(state, "tool_execution")
-    output = await run_bounded(runnable.ainvoke(payload, config), state.settings)
+    output = await run_resumable(state, "tool_execution", payload, body)
     status = output["status"]
     ran = status == "completed"
     result = output.get("result") if ran else None
@@ -164,11 +180,7 @@ async def generate_entity(body: GenerateEntityRequest, state: StateDep) -> JSONR
         "repo_path": body.repo_path or "",
         "save": body.save,
     }
-    if body.approval is not None:
-        payload["approval"] = body.approval.model_dump()
-    config = run_config(state, body.config, thread_id=body.thread_id)
-    runnable = served_runnable(state, "generation")
-    output = await run_bounded(runnable.ainvoke(payload, config), state.settings)
+    output = await run_resumable(state, "generation", payload, body)
     status = output["status"]
     if status == "error":
         raise ServiceError(422, "INVALID_REQUEST", output["error"])
