@@ -48,13 +48,21 @@ def test_sigkill_during_saves_leaves_a_loadable_index(tmp_path: Path) -> None:
 
 def test_killing_the_index_command_keeps_the_previous_index(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    generate_repository(repo, 300)
+    files = sum(generate_repository(repo, 300).values())
     env = {**os.environ, "CKS_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "context_kit_service.cli", "index", str(repo)]
     first = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert first.returncode == 0, first.stderr[-2000:]
+    summary, location = first.stdout.splitlines()
+    assert files == 304
+    assert summary.startswith(
+        f"indexed {repo}: 304 files, 304 chunks; re-embedded 304 chunks from 304 changed files, "
+        "removed 0 files; "
+    )
+    assert location == f"index: {index_directory(tmp_path / 'data', repo)}"
+    assert "embedding: 100%" in first.stderr  # the progress bar
     directory = index_directory(tmp_path / "data", repo)
     before = FaissStore.load(directory, DeterministicFakeEmbedding(size=384))
     assert before is not None

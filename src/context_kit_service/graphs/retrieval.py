@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from context_kit_service.graphs.configuration import embeddings_for, service_settings
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.model import Signature
-from context_kit_service.retrieval.index import embeddings_model_id, indexes
 from context_kit_service.settings import Settings
 
 MAX_TOP_K = 20
@@ -59,6 +58,8 @@ def search_sync(
     signature: Signature | None = None,
 ) -> list[Source]:
     """`search_repository` in the calling thread; `signature` when just computed."""
+    from context_kit_service.retrieval.index import embeddings_model_id, indexes  # numpy, faiss
+
     if given is None:
         spec = embeddings_spec(settings)
         embeddings, model_id = get_embeddings(spec), embeddings_model_id(spec)

@@ -13,10 +13,12 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft7Validator
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator
 
 from context_kit_service.repository.types import (
     ENTITY_TYPES,
@@ -236,6 +238,8 @@ class Repository:
 
     @cached_property
     def _validators(self) -> dict[str, Draft7Validator]:
+        from jsonschema import Draft7Validator  # loaded on first validation, not at startup
+
         return {name: Draft7Validator(schema) for name, schema in self.schemas.items()}
 
     def schema_problems(self, entity: Entity) -> list[Problem]:
@@ -319,6 +323,8 @@ def _relative(root: Path, path: Path) -> str:
 
 
 def _load_schemas(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dict[str, str]]:
+    from jsonschema import Draft7Validator
+
     schemas: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in ENTITY_TYPES:
