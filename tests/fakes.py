@@ -22,6 +22,9 @@ class ScriptedChatModel(GenericFakeChatModel):
         self.prompts.append(messages)
         return super()._generate(messages, *args, **kwargs)
 
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
+        return self
+
     def with_structured_output(
         self, schema: Any, *, include_raw: bool = False, **kwargs: Any
     ) -> Any:  # type: ignore[override]

@@ -251,6 +251,14 @@ class LocalChatModel(BaseChatModel):
             "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
         }
 
+    def get_token_ids(self, text: str) -> list[int]:
+        """The model's own tokenizer (LangChain's default would download GPT-2's)."""
+        with self.runtime.lock:
+            tokens = self.runtime.llama().tokenize(
+                text.encode("utf-8"), add_bos=False, special=True
+            )
+        return list(tokens)
+
     @staticmethod
     def _result(completion: Completion) -> ChatResult:
         message = AIMessage(

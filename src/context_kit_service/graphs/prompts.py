@@ -61,3 +61,15 @@ Related entities in the repository:
 
 GENERATION_REPAIR = """That {entity_type} is not valid: {problems}
 Reply with the corrected JSON object only."""
+
+ASSISTANT_SYSTEM = """You are the assistant of a software project's context repository: YAML \
+entities (features, user stories, specs, tasks, services, packages, governance) and Markdown \
+documents. Use the tools to look things up before answering; cite entity ids in brackets, \
+like [FEAT-001]. Tools that change the repository need the user's approval. Be brief."""
+
+ASSISTANT_STEP_LIMIT = (
+    "I stopped after {rounds} rounds of tool calls without a final answer. "
+    "Ask again more narrowly, or ask me to continue."
+)
+
+ASSISTANT_REJECTED = "The user rejected this change; nothing was written."

@@ -1,0 +1,159 @@
+"""The assistant: a tool-calling agent over the repository, with retrieval and approval
+before any tool that writes.
+
+    prepare -> call_model -> tools -> call_model -> ... -> END
+                          \\-> request_approval -> tools | call_model
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.types import interrupt
+from pydantic import BaseModel, Field
+
+from context_kit_service.graphs import prompts
+from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
+from context_kit_service.local_models import LocalChatModel
+from context_kit_service.providers import as_provider_error
+from context_kit_service.tools.confinement import resolve_repository
+from context_kit_service.tools.registry import REPOSITORY_TOOLS, WRITE_TOOLS
+from context_kit_service.tools.retrieval_tool import search_context
+
+MAX_TOOL_ROUNDS = 6
+ASSISTANT_TOOLS = [*REPOSITORY_TOOLS, search_context]
+
+
+class InputState(BaseModel):
+    messages: Annotated[list[AnyMessage], add_messages] = Field(
+        default_factory=list, description="The conversation; new turns are appended."
+    )
+    repo_path: str = Field(default="", description="Repository; empty means the default.")
+
+
+class OutputState(BaseModel):
+    messages: Annotated[list[AnyMessage], add_messages] = Field(
+        default_factory=list, description="The conversation, answer included."
+    )
+
+
+class State(InputState):
+    repo_root: str = Field(default="", description="The checked repository root.")
+    tool_rounds: int = Field(default=0, description="Model turns that asked for tools.")
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+async def prepare(state: State, config: RunnableConfig) -> dict[str, Any]:
+    root = resolve_repository(state.repo_path, service_settings(config))
+    return {"repo_root": str(root), "tool_rounds": 0}
+
+
+def fit_to_window(
+    messages: list[BaseMessage], model: BaseChatModel, budget: int
+) -> list[BaseMessage]:
+    """The most recent messages that fit in `budget` tokens (the model's tokenizer when it has
+    one offline, else LangChain's approximate counter), starting on a human turn."""
+    counter: Any = model if isinstance(model, LocalChatModel) else count_tokens_approximately
+    return trim_messages(
+        messages,
+        max_tokens=budget,
+        token_counter=counter,
+        strategy="last",
+        start_on="human",
+        include_system=True,
+        allow_partial=False,
+    )
+
+
+async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
+    model, spec = chat_model_for(config)
+    settings = service_settings(config)
+    budget = max(256, settings.context_window - spec.max_tokens)
+    history = fit_to_window(
+        [SystemMessage(prompts.ASSISTANT_SYSTEM), *state.messages], model, budget
+    )
+    try:
+        reply = await model.bind_tools(ASSISTANT_TOOLS).ainvoke(history, config)
+    except Exception as exc:
+        raise as_provider_error(exc, spec.provider) from exc
+    assert isinstance(reply, AIMessage)
+    if reply.tool_calls and state.tool_rounds >= MAX_TOOL_ROUNDS:
+        limit = prompts.ASSISTANT_STEP_LIMIT.format(rounds=state.tool_rounds)
+        return {"messages": [AIMessage(id=reply.id, content=limit)]}
+    return {"messages": [reply], "tool_rounds": state.tool_rounds + bool(reply.tool_calls)}
+
+
+async def request_approval(state: State) -> dict[str, Any]:
+    last = state.messages[-1]
+    assert isinstance(last, AIMessage)
+    decision = interrupt(
+        {
+            "type": "approval",
+            "toolCalls": [
+                {"id": c["id"], "tool": c["name"], "arguments": c["args"]} for c in last.tool_calls
+            ],
+            "repoPath": state.repo_root,
+            "message": "The assistant wants to change the repository. Approve?",
+        }
+    )
+    if isinstance(decision, dict) and decision.get("approved"):
+        edited = decision.get("arguments")
+        if not isinstance(edited, dict):
+            return {}
+        calls = [{**c, "args": edited.get(c["id"], c["args"])} for c in last.tool_calls]
+        return {"messages": [last.model_copy(update={"tool_calls": calls})]}
+    return {
+        "messages": [
+            ToolMessage(
+                prompts.ASSISTANT_REJECTED, tool_call_id=c["id"], name=c["name"], status="error"
+            )
+            for c in last.tool_calls
+        ]
+    }
+
+
+tools = ToolNode(ASSISTANT_TOOLS, name="tools", handle_tool_errors=True)
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+def route_model_output(state: State) -> Literal["tools", "request_approval", "__end__"]:
+    last = state.messages[-1]
+    if not isinstance(last, AIMessage) or not last.tool_calls:
+        return "__end__"
+    if any(call["name"] in WRITE_TOOLS for call in last.tool_calls):
+        return "request_approval"
+    return "tools"
+
+
+def route_after_approval(state: State) -> Literal["tools", "call_model"]:
+    return "call_model" if isinstance(state.messages[-1], ToolMessage) else "tools"
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+builder = StateGraph(
+    State, input_schema=InputState, output_schema=OutputState, context_schema=Configuration
+)
+builder.add_node(prepare)
+builder.add_node(call_model)
+builder.add_node(request_approval)
+builder.add_node(tools)
+builder.add_edge(START, "prepare")
+builder.add_edge("prepare", "call_model")
+builder.add_conditional_edges("call_model", route_model_output)
+builder.add_conditional_edges("request_approval", route_after_approval)
+builder.add_edge("tools", "call_model")
+
+graph = builder.compile(name="assistant")
+"""Checkpointer-free, for LangGraph Studio; the server compiles `builder` with its checkpointer."""

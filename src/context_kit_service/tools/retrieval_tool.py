@@ -1,0 +1,34 @@
+"""The assistant's retrieval tool: semantic search over the repository's FAISS index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
+
+from context_kit_service.graphs.configuration import embeddings_for, service_settings
+from context_kit_service.graphs.retrieval import search_repository
+from context_kit_service.tools.repository_tools import RepoRoot
+
+
+@tool
+async def search_context(
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    query: str,
+    entity_types: list[str] | None = None,
+    top_k: int = 5,
+) -> list[dict[str, Any]]:
+    """Find the entities and documents most related in meaning to `query` (semantic search),
+    optionally only some entity types. Returns id, type, title, score and a short excerpt."""
+    sources = await search_repository(
+        service_settings(config),
+        Path(repo_root),
+        query,
+        top_k=top_k,
+        entity_types=entity_types,
+        embeddings=embeddings_for(config),
+    )
+    return [s.model_dump(exclude={"file_path"}) for s in sources]

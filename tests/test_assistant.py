@@ -1,0 +1,257 @@
+"""The assistant graph with a scripted tool-calling model: whole message lists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from context_kit_service.graphs.assistant import MAX_TOOL_ROUNDS, builder, fit_to_window, graph
+from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
+from context_kit_service.tools.registry import TOOLS_BY_NAME
+from tests.conftest import SAMPLE_REPO
+from tests.fakes import ScriptedChatModel
+
+
+def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
+    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+
+
+def script(*replies: AIMessage) -> ScriptedChatModel:
+    return ScriptedChatModel(messages=iter(replies))
+
+
+def shape(messages: list[BaseMessage]) -> list[tuple[Any, ...]]:
+    rows = []
+    for m in messages:
+        calls = [(c["name"], c["args"], c["id"]) for c in getattr(m, "tool_calls", [])]
+        rows.append((m.type, m.content, calls, getattr(m, "tool_call_id", None)))
+    return rows
+
+
+async def tool_output(name: str, repo: Path = SAMPLE_REPO, **args: Any) -> str:
+    result = await TOOLS_BY_NAME[name].ainvoke({**args, "repo_root": str(repo)})
+    return json.dumps(result, ensure_ascii=False)
+
+
+def config(model: ScriptedChatModel, settings: Any, thread: str | None = None) -> dict[str, Any]:
+    configurable = {SETTINGS_KEY: settings, MODEL_KEY: model}
+    if thread:
+        configurable["thread_id"] = thread
+    return {"configurable": configurable}
+
+
+async def test_tool_call_then_tool_result_then_answer(make_settings) -> None:
+    model = script(
+        AIMessage("", tool_calls=[call("get_entity", {"entity_id": "T-002"}, "c1")]),
+        AIMessage("Recovery links expire after 15 minutes [T-002]."),
+    )
+    question = HumanMessage("How long is a recovery link valid?")
+    out = await graph.ainvoke(
+        {"messages": [question], "repo_path": str(SAMPLE_REPO)}, config(model, make_settings())
+    )
+    assert shape(out["messages"]) == [
+        ("human", "How long is a recovery link valid?", [], None),
+        ("ai", "", [("get_entity", {"entity_id": "T-002"}, "c1")], None),
+        ("tool", await tool_output("get_entity", entity_id="T-002"), [], "c1"),
+        ("ai", "Recovery links expire after 15 minutes [T-002].", [], None),
+    ]
+    assert model.prompts[0][0].type == "system"
+
+
+async def test_two_tool_calls_in_one_turn(make_settings) -> None:
+    model = script(
+        AIMessage(
+            "",
+            tool_calls=[
+                call("next_id", {"entity_type": "task"}, "a"),
+                call("list_entities", {"entity_type": "task", "status": "blocked"}, "b"),
+            ],
+        ),
+        AIMessage("The next task is T-011; T-009 is blocked."),
+    )
+    out = await graph.ainvoke(
+        {
+            "messages": [HumanMessage("Next task id, and what is blocked?")],
+            "repo_path": str(SAMPLE_REPO),
+        },
+        config(model, make_settings()),
+    )
+    assert shape(out["messages"])[1:] == [
+        (
+            "ai",
+            "",
+            [
+                ("next_id", {"entity_type": "task"}, "a"),
+                ("list_entities", {"entity_type": "task", "status": "blocked"}, "b"),
+            ],
+            None,
+        ),
+        ("tool", await tool_output("next_id", entity_type="task"), [], "a"),
+        ("tool", await tool_output("list_entities", entity_type="task", status="blocked"), [], "b"),
+        ("ai", "The next task is T-011; T-009 is blocked.", [], None),
+    ]
+
+
+async def test_the_iteration_bound_ends_the_loop_cleanly(make_settings) -> None:
+    rounds = [
+        AIMessage("", tool_calls=[call("next_id", {"entity_type": "spec"}, f"r{i}")])
+        for i in range(MAX_TOOL_ROUNDS + 1)
+    ]
+    model = script(*rounds)
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Keep looking things up")], "repo_path": str(SAMPLE_REPO)},
+        config(model, make_settings()),
+    )
+    expected_tool = await tool_output("next_id", entity_type="spec")
+    assert shape(out["messages"]) == [
+        ("human", "Keep looking things up", [], None),
+        *[
+            row
+            for i in range(MAX_TOOL_ROUNDS)
+            for row in (
+                ("ai", "", [("next_id", {"entity_type": "spec"}, f"r{i}")], None),
+                ("tool", expected_tool, [], f"r{i}"),
+            )
+        ],
+        (
+            "ai",
+            f"I stopped after {MAX_TOOL_ROUNDS} rounds of tool calls without a final answer. Ask again more narrowly, or ask me to continue.",
+            [],
+            None,
+        ),
+    ]
+    assert len(model.prompts) == MAX_TOOL_ROUNDS + 1
+
+
+async def test_a_failing_tool_call_goes_back_to_the_model(make_settings) -> None:
+    model = script(
+        AIMessage("", tool_calls=[call("get_entity", {"entity_id": "FEAT-404"}, "x")]),
+        AIMessage("There is no FEAT-404."),
+    )
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Show FEAT-404")], "repo_path": str(SAMPLE_REPO)},
+        config(model, make_settings()),
+    )
+    tool_message = out["messages"][2]
+    assert (tool_message.type, tool_message.status, tool_message.tool_call_id) == (
+        "tool",
+        "error",
+        "x",
+    )
+    assert "no entity with id 'FEAT-404'" in tool_message.content
+    assert out["messages"][-1].content == "There is no FEAT-404."
+
+
+def _write_call(status: str) -> AIMessage:
+    return AIMessage(
+        "",
+        tool_calls=[
+            call("patch_entity", {"entity_id": "T-004", "changes": {"status": status}}, "w1")
+        ],
+    )
+
+
+async def test_writes_wait_for_approval_then_apply(make_settings, sample_copy: Path) -> None:
+    task = sample_copy / "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+    before = task.read_text()
+    model = script(_write_call("doing"), AIMessage("T-004 is now in progress."))
+    agent = builder.compile(checkpointer=InMemorySaver())
+    cfg = config(model, make_settings(), thread="t-approve")
+    paused = await agent.ainvoke(
+        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    )
+    assert paused["__interrupt__"][0].value["toolCalls"] == [
+        {
+            "id": "w1",
+            "tool": "patch_entity",
+            "arguments": {"entity_id": "T-004", "changes": {"status": "doing"}},
+        }
+    ]
+    assert task.read_text() == before
+    done = await agent.ainvoke(Command(resume={"approved": True}), cfg)
+    assert task.read_text() == before.replace("status: todo", "status: doing")
+    assert done["messages"][-1].content == "T-004 is now in progress."
+
+
+async def test_a_rejected_write_changes_nothing_and_the_model_is_told(
+    make_settings, sample_copy: Path
+) -> None:
+    task = sample_copy / "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+    before = task.read_text()
+    model = script(_write_call("doing"), AIMessage("Understood, I left T-004 alone."))
+    agent = builder.compile(checkpointer=InMemorySaver())
+    cfg = config(model, make_settings(), thread="t-reject")
+    await agent.ainvoke(
+        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    )
+    done = await agent.ainvoke(Command(resume={"approved": False}), cfg)
+    assert task.read_text() == before
+    assert shape(done["messages"])[-2:] == [
+        ("tool", "The user rejected this change; nothing was written.", [], "w1"),
+        ("ai", "Understood, I left T-004 alone.", [], None),
+    ]
+
+
+async def test_an_approval_can_edit_the_arguments(make_settings, sample_copy: Path) -> None:
+    task = sample_copy / "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+    before = task.read_text()
+    model = script(_write_call("doing"), AIMessage("Marked as blocked instead."))
+    agent = builder.compile(checkpointer=InMemorySaver())
+    cfg = config(model, make_settings(), thread="t-edit")
+    await agent.ainvoke(
+        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    )
+    edited = {"w1": {"entity_id": "T-004", "changes": {"status": "blocked"}}}
+    await agent.ainvoke(Command(resume={"approved": True, "arguments": edited}), cfg)
+    assert task.read_text() == before.replace("status: todo", "status: blocked")
+
+
+def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
+    from langchain_core.messages import SystemMessage
+
+    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+
+    model = LocalChatModel(model_path=str(default_gguf_path()), n_ctx=1024)
+    history: list[BaseMessage] = [SystemMessage("system")]
+    for i in range(40):
+        history += [
+            HumanMessage(f"question {i} " + "word " * 30),
+            AIMessage(f"answer {i} " + "word " * 30),
+        ]
+    kept = fit_to_window(history, model, budget=200)
+    assert kept[0].content == "system"
+    assert kept[1].type == "human"
+    assert kept[-1].content.startswith("answer 39 ")
+    assert model.get_num_tokens_from_messages(kept) <= 200
+    assert len(kept) < len(history)
+
+
+async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
+    model = script(
+        AIMessage(
+            "",
+            tool_calls=[
+                call(
+                    "search_context",
+                    {"query": "how long a recovery link stays valid", "top_k": 2},
+                    "s1",
+                )
+            ],
+        ),
+        AIMessage("Fifteen minutes [T-002]."),
+    )
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Recovery link lifetime?")], "repo_path": str(SAMPLE_REPO)},
+        config(model, make_settings()),
+    )
+    found = json.loads(out["messages"][2].content)
+    assert [(hit["entity_id"], hit["entity_type"]) for hit in found] == [
+        ("T-002", "task"),
+        ("US-002", "userstory"),
+    ]
+    assert set(found[0]) == {"entity_id", "entity_type", "title", "relevance_score", "excerpt"}
