@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.output_parsers import JsonOutputParser
+from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
 from context_kit_service.local_models import structured
@@ -21,6 +23,20 @@ class ScriptedChatModel(GenericFakeChatModel):
     def _generate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
         self.prompts.append(messages)
         return super()._generate(messages, *args, **kwargs)
+
+    def _stream(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        """Tool-call replies arrive as one chunk; text replies word by word."""
+        message = next(self.messages)
+        if isinstance(message, AIMessage) and message.tool_calls:
+            self.prompts.append(messages)
+            chunks = [
+                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                for i, c in enumerate(message.tool_calls)
+            ]
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunks))
+            return
+        self.messages = itertools.chain([message], self.messages)
+        yield from super()._stream(messages, *args, **kwargs)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         return self

@@ -217,18 +217,21 @@ def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
     from context_kit_service.local_models import LocalChatModel, default_gguf_path
 
     model = LocalChatModel(model_path=str(default_gguf_path()), n_ctx=1024)
-    history: list[BaseMessage] = [SystemMessage("system")]
+    system: list[BaseMessage] = [SystemMessage("system"), SystemMessage("snapshot")]
+    conversation: list[BaseMessage] = []
     for i in range(40):
-        history += [
+        conversation += [
             HumanMessage(f"question {i} " + "word " * 30),
             AIMessage(f"answer {i} " + "word " * 30),
         ]
-    kept = fit_to_window(history, model, budget=200)
-    assert kept[0].content == "system"
-    assert kept[1].type == "human"
+    kept = fit_to_window(system, conversation, model, budget=200)
+    assert [m.content for m in kept[:2]] == ["system", "snapshot"]
+    assert kept[2].type == "human"
     assert kept[-1].content.startswith("answer 39 ")
     assert model.get_num_tokens_from_messages(kept) <= 200
-    assert len(kept) < len(history)
+    assert len(kept) < len(system) + len(conversation)
+    short = conversation[:2]
+    assert fit_to_window(system, short, model, budget=200) == [*system, *short]
 
 
 async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:

@@ -196,11 +196,13 @@ def test_every_route_requires_the_token(authed_app: FastAPI) -> None:
 
 def test_the_right_token_opens_every_route(authed_app: FastAPI) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    calls = _route_calls(authed_app)
     with TestClient(authed_app) as client:
-        for method, path in _route_calls(authed_app):
+        for method, path in calls:
             status = client.request(method, path, headers=headers, json={}).status_code
             assert status != 401, (method, path)
-            if method == "GET" and "/c/x/" not in path and path != "/no-such-route":
+            templated = "/x/" in f"{path}/"  # a path parameter: any answer but 401 will do
+            if method == "GET" and not templated and path != "/no-such-route":
                 assert status == 200, (method, path)
 
 

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         300.0, gt=0, description="Upper bound for one whole request, in seconds."
     )
+    snapshot_tokens: int = Field(
+        1500, gt=0, description="Token budget for the app's contextSnapshot in assistant prompts."
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between SSE comment heartbeats while nothing streams."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )

@@ -7,6 +7,7 @@ before any tool that writes.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -36,6 +37,9 @@ class InputState(BaseModel):
         default_factory=list, description="The conversation; new turns are appended."
     )
     repo_path: str = Field(default="", description="Repository; empty means the default.")
+    context_snapshot: dict[str, Any] | None = Field(
+        default=None, description="What the user has open in the app, given to the model."
+    )
 
 
 class OutputState(BaseModel):
@@ -57,30 +61,52 @@ async def prepare(state: State, config: RunnableConfig) -> dict[str, Any]:
     return {"repo_root": str(root), "tool_rounds": 0}
 
 
+def _counter(model: BaseChatModel) -> Any:
+    return model if isinstance(model, LocalChatModel) else count_tokens_approximately
+
+
+def bounded_snapshot(snapshot: dict[str, Any], model: BaseChatModel, budget: int) -> str:
+    """The snapshot as JSON, whole when it fits in `budget` tokens, else cut to fit."""
+    text = json.dumps(snapshot, ensure_ascii=False, indent=1)
+    count = _counter(model)
+    measure = count.get_num_tokens if isinstance(count, BaseChatModel) else lambda t: count([t])
+    tokens = measure(text)
+    while tokens > budget:
+        text = text[: max(0, int(len(text) * budget / tokens) - 16)] + " …(cut)"
+        tokens = measure(text)
+    return text
+
+
 def fit_to_window(
-    messages: list[BaseMessage], model: BaseChatModel, budget: int
+    system: list[BaseMessage], conversation: list[BaseMessage], model: BaseChatModel, budget: int
 ) -> list[BaseMessage]:
-    """The most recent messages that fit in `budget` tokens (the model's tokenizer when it has
-    one offline, else LangChain's approximate counter), starting on a human turn."""
-    counter: Any = model if isinstance(model, LocalChatModel) else count_tokens_approximately
-    return trim_messages(
-        messages,
-        max_tokens=budget,
+    """`system` then as much of the latest conversation as fits in `budget` tokens (the
+    model's tokenizer when it has one offline, else LangChain's approximate counter). When the
+    conversation must be cut, the kept part starts on a human turn."""
+    counter = _counter(model)
+    count = counter.get_num_tokens_from_messages if isinstance(counter, BaseChatModel) else counter
+    if count([*system, *conversation]) <= budget:
+        return [*system, *conversation]
+    kept = trim_messages(
+        conversation,
+        max_tokens=max(0, budget - count(system)),
         token_counter=counter,
         strategy="last",
         start_on="human",
-        include_system=True,
         allow_partial=False,
     )
+    return [*system, *kept]
 
 
 async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     model, spec = chat_model_for(config)
     settings = service_settings(config)
     budget = max(256, settings.context_window - spec.max_tokens)
-    history = fit_to_window(
-        [SystemMessage(prompts.ASSISTANT_SYSTEM), *state.messages], model, budget
-    )
+    system: list[BaseMessage] = [SystemMessage(prompts.ASSISTANT_SYSTEM)]
+    if state.context_snapshot:
+        snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
+        system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
+    history = fit_to_window(system, list(state.messages), model, budget)
     try:
         reply = await model.bind_tools(ASSISTANT_TOOLS).ainvoke(history, config)
     except Exception as exc:

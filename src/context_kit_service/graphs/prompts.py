@@ -73,3 +73,5 @@ ASSISTANT_STEP_LIMIT = (
 )
 
 ASSISTANT_REJECTED = "The user rejected this change; nothing was written."
+
+ASSISTANT_SNAPSHOT = "What the user has open in the app (JSON):\n{snapshot}"

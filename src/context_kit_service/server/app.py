@@ -11,7 +11,7 @@ from langchain_core.language_models import BaseChatModel
 
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer
-from context_kit_service.server import routes_ai, routes_health
+from context_kit_service.server import routes_ai, routes_assist, routes_health
 from context_kit_service.server.errors import install_error_handlers
 from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.health import HealthChecker
@@ -48,6 +48,7 @@ def create_app(
                 yield
             finally:
                 state.graphs.clear()
+                state.checkpointer = None
 
     app = FastAPI(
         title="context-kit-service",
@@ -59,6 +60,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(routes_health.router)
     app.include_router(routes_ai.router)
+    app.include_router(routes_assist.router)
     mount_graphs(app, state)
 
     # Outermost last: request ids wrap everything, then auth, then the size cap.

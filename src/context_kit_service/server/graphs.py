@@ -5,6 +5,9 @@
 | /graphs/tools    | tool execution (with write approvals)  |
 | /graphs/rag      | RAG query (retrieve, answer with ids)  |
 | /graphs/generate | entity generation (save needs approval) |
+
+The assistant is compiled with the checkpointer too and served at `POST /ai/assist/stream`
+(its LangServe route is still to come).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import StateGraph
 from langserve import add_routes
 
-from context_kit_service.graphs import generation, rag, tool_execution
+from context_kit_service.graphs import assistant, generation, rag, tool_execution
 from context_kit_service.graphs.resumable import ResumableGraph, served_models
 from context_kit_service.server.state import ServiceState
 
@@ -58,6 +61,10 @@ def compile_graphs(state: ServiceState, checkpointer: BaseCheckpointSaver[str]) 
             state.graphs[served.name] = served.builder.compile(
                 checkpointer=checkpointer, name=served.name
             )
+    state.graphs["assistant"] = assistant.builder.compile(
+        checkpointer=checkpointer, name="assistant"
+    )
+    state.checkpointer = checkpointer
 
 
 def served_runnable(state: ServiceState, name: str) -> Runnable[Any, Any]:

@@ -156,3 +156,26 @@ class GenerateEntityResponse(WireModel):
     validation: GenerationValidation
     approval_request: dict[str, Any] | None = None
     metadata: GenerateEntityMetadata
+
+
+class HistoryTurn(WireModel):
+    role: Literal["user", "assistant", "system"]
+    content: str
+    timestamp: str | None = None
+
+
+class AssistRequest(WireModel):
+    question: str = Field(min_length=1)
+    conversation_history: list[HistoryTurn] = Field(default_factory=list, max_length=200)
+    context_snapshot: dict[str, Any] | None = None
+    config: ProviderConfig | None = None
+    repo_path: str | None = Field(default=None, max_length=4096)
+    thread_id: str | None = Field(default=None, max_length=200)
+    approval: ApprovalIn | None = None
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question must not be blank")
+        return value

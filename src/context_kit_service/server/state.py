@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 
 from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
@@ -26,6 +27,8 @@ class ServiceState:
     health: HealthChecker
     started_at: float = field(default_factory=time.monotonic)
     graphs: dict[str, Pregel[Any, Any, Any, Any]] = field(default_factory=dict)
+    checkpointer: BaseCheckpointSaver[str] | None = None
+    """Opened in the lifespan; threads of the assistant live there."""
     chat_model: BaseChatModel | None = None
     """A chat model passed in by whoever built the app; None means the configured providers."""
 

@@ -1,0 +1,171 @@
+"""`POST /ai/assist/stream` and the thread endpoints, with a scripted model, in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from langchain_core.messages import AIMessage
+
+from context_kit_service.server import create_app
+from tests.conftest import SAMPLE_REPO
+from tests.contract import ERROR_BODY, assert_contract
+from tests.fake_providers import closed_port_url
+from tests.fakes import ScriptedChatModel
+
+
+def events(response: Any) -> list[Any]:
+    """The `data:` payloads of an SSE body (JSON decoded, `[DONE]` kept as a string)."""
+    out = []
+    for block in response.text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+@pytest.fixture
+def client_for(make_settings) -> Iterator[Any]:
+    opened: list[TestClient] = []
+
+    def build(*replies: AIMessage, **settings: Any) -> tuple[TestClient, ScriptedChatModel]:
+        model = ScriptedChatModel(messages=iter(replies))
+        app = create_app(make_settings(repo_path=SAMPLE_REPO, **settings), chat_model=model)
+        client = TestClient(app).__enter__()
+        opened.append(client)
+        return client, model
+
+    yield build
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+def test_tokens_then_complete_then_done(client_for) -> None:
+    client, _ = client_for(AIMessage("Recovery links expire after fifteen minutes."))
+    response = client.post(
+        "/ai/assist/stream",
+        json={"question": "How long is a recovery link valid?", "threadId": "t1"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    sent = events(response)
+    tokens = [e for e in sent[:-2] if e["type"] == "token"]
+    assert [e["metadata"]["tokenIndex"] for e in tokens] == list(range(len(tokens)))
+    assert "".join(e["token"] for e in tokens) == "Recovery links expire after fifteen minutes."
+    assert len(tokens) > 1
+    complete = sent[-2]
+    assert (complete["type"], complete["fullContent"]) == (
+        "complete",
+        "Recovery links expire after fifteen minutes.",
+    )
+    assert set(complete["metadata"]) == {"totalTokens", "durationMs", "model", "threadId"}
+    assert complete["metadata"]["threadId"] == "t1"
+    assert sent[-1] == "[DONE]"
+    assert len(sent) == len(tokens) + 2
+
+
+def test_history_roles_map_to_message_types_and_the_snapshot_is_given(client_for) -> None:
+    client, model = client_for(AIMessage("Yes."))
+    history = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!", "timestamp": "2026-11-24T10:00:00Z"},
+    ]
+    client.post(
+        "/ai/assist/stream",
+        json={
+            "question": "Anything blocked?",
+            "conversationHistory": history,
+            "contextSnapshot": {"openFile": "T-009"},
+        },
+    )
+    prompt = model.prompts[0]
+    thread = client.get("/ai/threads").json()["threads"][0]["threadId"]
+    messages = client.get(f"/ai/threads/{thread}").json()["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("system", "Be terse."),
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Anything blocked?"),
+        ("assistant", "Yes."),
+    ]
+    assert prompt is None or prompt[1].content.startswith(
+        "What the user has open in the app (JSON):"
+    )
+
+
+def test_a_thread_remembers_and_threads_do_not_mix(client_for) -> None:
+    client, _ = client_for(
+        AIMessage("First answer."), AIMessage("Second answer."), AIMessage("Other thread.")
+    )
+    client.post("/ai/assist/stream", json={"question": "First question", "threadId": "a"})
+    client.post("/ai/assist/stream", json={"question": "Second question", "threadId": "a"})
+    client.post("/ai/assist/stream", json={"question": "Unrelated", "threadId": "b"})
+    a = [m["content"] for m in client.get("/ai/threads/a").json()["messages"]]
+    b = [m["content"] for m in client.get("/ai/threads/b").json()["messages"]]
+    assert a == ["First question", "First answer.", "Second question", "Second answer."]
+    assert b == ["Unrelated", "Other thread."]
+    assert sorted(t["threadId"] for t in client.get("/ai/threads").json()["threads"]) == ["a", "b"]
+    assert client.delete("/ai/threads/a").status_code == 204
+    missing = client.get("/ai/threads/a")
+    assert (missing.status_code, missing.json()["code"]) == (404, "THREAD_NOT_FOUND")
+    assert [t["threadId"] for t in client.get("/ai/threads").json()["threads"]] == ["b"]
+
+
+def test_a_write_pauses_the_stream_for_approval(client_for, sample_copy) -> None:
+    call = {
+        "name": "patch_entity",
+        "args": {"entity_id": "T-004", "changes": {"status": "doing"}},
+        "id": "w1",
+        "type": "tool_call",
+    }
+    client, _ = client_for(
+        AIMessage("", tool_calls=[call]), AIMessage("Done: T-004 is in progress.")
+    )
+    task = sample_copy / "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+    before = task.read_text()
+    paused = events(
+        client.post(
+            "/ai/assist/stream",
+            json={"question": "Start T-004", "threadId": "w", "repoPath": str(sample_copy)},
+        )
+    )
+    assert paused[-2]["type"] == "approval"
+    assert paused[-2]["request"]["toolCalls"] == [
+        {"id": "w1", "tool": "patch_entity", "arguments": call["args"]}
+    ]
+    assert task.read_text() == before
+    resumed = events(
+        client.post(
+            "/ai/assist/stream",
+            json={"question": "approve", "threadId": "w", "approval": {"approved": True}},
+        )
+    )
+    assert resumed[-2]["fullContent"] == "Done: T-004 is in progress."
+    assert task.read_text() == before.replace("status: todo", "status: doing")
+
+
+def test_a_provider_failure_is_an_error_event_with_a_code(make_settings) -> None:
+    settings = make_settings(repo_path=SAMPLE_REPO, provider="ollama", base_url=closed_port_url())
+    with TestClient(create_app(settings)) as client:
+        sent = events(client.post("/ai/assist/stream", json={"question": "Hello there"}))
+    assert sent == [
+        {
+            "type": "error",
+            "message": "cannot reach the ollama provider; is it running and is the endpoint right?",
+            "code": "PROVIDER_UNAVAILABLE",
+        }
+    ]
+
+
+def test_a_blank_question_is_a_422_before_any_event(client_for) -> None:
+    client, _ = client_for()
+    response = client.post("/ai/assist/stream", json={"question": "   "})
+    assert response.status_code == 422
+    assert_contract(response.json(), ERROR_BODY)
+    assert response.json()["details"] == [
+        {"field": "question", "message": "Value error, question must not be blank"}
+    ]
