@@ -373,6 +373,12 @@ class LocalChatModel(BaseChatModel):
             cancel.set()
             await asyncio.shield(job)
 
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:  # type: ignore[override]
+        """Tools are not offered to the local model: a small base model cannot call them
+        reliably, so the assistant answers from the conversation alone. (A grammar-constrained
+        tool-call format is the way to add them.)"""
+        return self
+
     def with_structured_output(  # type: ignore[override]
         self,
         schema: dict[str, Any] | type[BaseModel],
