@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from langchain_core.messages import AIMessage
 
@@ -169,3 +175,65 @@ def test_a_blank_question_is_a_422_before_any_event(client_for) -> None:
     assert response.json()["details"] == [
         {"field": "question", "message": "Value error, question must not be blank"}
     ]
+
+
+def test_heartbeats_fill_silences(client_for) -> None:
+    call = {"name": "validate_repository", "args": {}, "id": "v1", "type": "tool_call"}
+    client, _ = client_for(
+        AIMessage("", tool_calls=[call]), AIMessage("All valid."), heartbeat_s=0.001
+    )
+    response = client.post("/ai/assist/stream", json={"question": "Is the repository valid?"})
+    assert ": heartbeat\n\n" in response.text
+    sent = events(response)
+    assert sent[-2]["fullContent"] == "All valid."
+    assert sent[-1] == "[DONE]"
+
+
+class SlowModel(ScriptedChatModel):
+    """Streams a long answer one word every 20 ms and records how far it got."""
+
+    produced: list[str]
+    closed: list[bool]
+
+    async def _astream(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        try:
+            for i in range(500):
+                await asyncio.sleep(0.02)
+                self.produced.append(f"w{i}")
+                yield ChatGenerationChunk(message=AIMessageChunk(content=f"w{i} "))
+        finally:
+            self.closed.append(True)
+
+
+def test_a_client_disconnect_stops_the_model(make_settings) -> None:
+    model = SlowModel(messages=iter([]), produced=[], closed=[])
+    app = create_app(make_settings(repo_path=SAMPLE_REPO), chat_model=model)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/ai/assist/stream"
+    try:
+        with httpx.stream(
+            "POST", url, json={"question": "Tell me everything"}, timeout=30
+        ) as response:
+            tokens = 0
+            for line in response.iter_lines():
+                if line.startswith('data: {"type":"token"'):
+                    tokens += 1
+                    if tokens == 3:
+                        break
+        time.sleep(0.5)
+        stopped_at = len(model.produced)
+        time.sleep(0.5)
+        assert len(model.produced) == stopped_at < 500  # nothing more after the client left
+        assert model.closed == [True]
+    finally:
+        server.should_exit = True
+        thread.join(10)
