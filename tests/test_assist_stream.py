@@ -237,3 +237,40 @@ def test_a_client_disconnect_stops_the_model(make_settings) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_langserve_route_shares_threads_and_streams_tokens(client_for) -> None:
+    client, _ = client_for(
+        AIMessage("Hello Ada."), AIMessage("Your name is Ada."), AIMessage("Hi stranger.")
+    )
+
+    def turn(text: str, thread: str, endpoint: str = "invoke") -> Any:
+        body = {
+            "input": {"messages": [{"type": "human", "content": text}]},
+            "config": {"configurable": {"thread_id": thread}},
+        }
+        return client.post(f"/graphs/assistant/{endpoint}", json=body)
+
+    first = turn("I am Ada", "lc1").json()["output"]["messages"]
+    assert [(m["type"], m["content"]) for m in first] == [
+        ("human", "I am Ada"),
+        ("ai", "Hello Ada."),
+    ]
+    streamed = turn("Who am I?", "lc1", "stream_events").text
+    tokens = [
+        json.loads(line[6:])["data"]["chunk"]["content"]
+        for line in streamed.splitlines()
+        if line.startswith("data: ") and '"event":"on_chat_model_stream"' in line
+    ]
+    assert "".join(tokens) == "Your name is Ada."
+    other = turn("Hello", "lc2").json()["output"]["messages"]
+    assert [m["content"] for m in other] == ["Hello", "Hi stranger."]
+    remembered = client.get("/ai/threads/lc1").json()["messages"]
+    assert [m["content"] for m in remembered] == [
+        "I am Ada",
+        "Hello Ada.",
+        "Who am I?",
+        "Your name is Ada.",
+    ]
+    schema = client.get("/graphs/assistant/config_schema").json()
+    assert "thread_id" in schema["$defs"]["Configurable"]["properties"]

@@ -5,9 +5,9 @@
 | /graphs/tools    | tool execution (with write approvals)  |
 | /graphs/rag      | RAG query (retrieve, answer with ids)  |
 | /graphs/generate | entity generation (save needs approval) |
+| /graphs/assistant | the assistant (thread_id in configurable) |
 
-The assistant is compiled with the checkpointer too and served at `POST /ai/assist/stream`
-(its LangServe route is still to come).
+The assistant is also served at `POST /ai/assist/stream` (the app's SSE contract).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from langserve import add_routes
 
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
 from context_kit_service.graphs.resumable import ResumableGraph, served_models
+from context_kit_service.server.deferred import DeferredGraph
 from context_kit_service.server.state import ServiceState
 
 
@@ -52,6 +53,12 @@ SERVED_GRAPHS = [
     ServedGraph(
         "generation", "/graphs/generate", generation.builder, _resumable("generation", generation)
     ),
+    ServedGraph(
+        "assistant",
+        "/graphs/assistant",
+        assistant.builder,
+        lambda state: DeferredGraph("assistant", assistant.graph, lambda: state.graph("assistant")),
+    ),
 ]
 
 
@@ -61,9 +68,6 @@ def compile_graphs(state: ServiceState, checkpointer: BaseCheckpointSaver[str]) 
             state.graphs[served.name] = served.builder.compile(
                 checkpointer=checkpointer, name=served.name
             )
-    state.graphs["assistant"] = assistant.builder.compile(
-        checkpointer=checkpointer, name="assistant"
-    )
     state.checkpointer = checkpointer
 
 
