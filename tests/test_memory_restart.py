@@ -56,3 +56,27 @@ def test_a_thread_survives_sigkill_and_restart(tmp_path: Path, store: str) -> No
         assert httpx.delete(f"{second.url}/ai/threads/{thread}").status_code == 204
     finally:
         assert second.stop() == 0
+
+
+@pytest.mark.model
+def test_two_replicas_share_threads_through_postgres(tmp_path: Path) -> None:
+    env = {"CKS_REPO_PATH": str(SAMPLE_REPO), "CKS_DATABASE_URL": POSTGRES_URL}
+    thread = f"replicas-{uuid.uuid4().hex[:8]}"
+    a = start(tmp_path / "a", env=env)
+    b = start(tmp_path / "b", env=env)
+    try:
+        first = ask(a.url, thread, "Remember the word kumquat.")
+        seen_by_b = httpx.get(f"{b.url}/ai/threads/{thread}").json()["messages"]
+        assert [(m["role"], m["content"]) for m in seen_by_b] == [
+            ("user", "Remember the word kumquat."),
+            ("assistant", first["fullContent"]),
+        ]
+        ask(b.url, thread, "Which word?")
+        seen_by_a = httpx.get(f"{a.url}/ai/threads/{thread}").json()["messages"]
+        assert [m["content"] for m in seen_by_a][2] == "Which word?"
+        assert len(seen_by_a) == 4
+        assert httpx.delete(f"{a.url}/ai/threads/{thread}").status_code == 204
+        assert httpx.get(f"{b.url}/ai/threads/{thread}").status_code == 404
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
