@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/repository.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/streaming.py
 
 # Refresh the pinned versions after changing pyproject.toml's dependencies.
 lock:
