@@ -109,7 +109,8 @@ async def concurrency(url: str) -> None:
                 break
 
 
-async def first_token() -> None:
+def start_service() -> tuple[subprocess.Popen[str], str]:
+    """The real service on the embedded default, as the app runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
     env |= {
         "CKS_DATA_DIR": tempfile.mkdtemp(),
@@ -124,28 +125,26 @@ async def first_token() -> None:
         env=env,
     )
     assert process.stdout is not None
-    url = json.loads(process.stdout.readline())["url"]
-    try:
-        async with httpx.AsyncClient(timeout=120) as client:
-            timings = []
-            for attempt in range(6):
-                started = time.perf_counter()
-                async with client.stream(
-                    "POST", f"{url}/ai/assist/stream", json=QUESTION
-                ) as response:
-                    async for line in response.aiter_lines():
-                        if line.startswith('data: {"type":"token"'):
-                            if attempt:  # the first request loads the model
-                                timings.append((time.perf_counter() - started) * 1000)
-                            break
-        p50 = statistics.median(timings)
-        print(
-            f"  embedded model, short prompt: p50 {p50:.0f} ms (target <= 300 ms): "
-            f"{'PASS' if p50 <= 300 else 'FAIL'}"
-        )
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
+    return process, json.loads(process.stdout.readline())["url"]
+
+
+async def first_token(url: str) -> None:
+    async with httpx.AsyncClient(timeout=120) as client:
+        timings = []
+        for attempt in range(6):
+            body = {**QUESTION, "question": f"Hi, question {attempt}"}
+            started = time.perf_counter()
+            async with client.stream("POST", f"{url}/ai/assist/stream", json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith('data: {"type":"token"'):
+                        if attempt:  # the first request loads the model
+                            timings.append((time.perf_counter() - started) * 1000)
+                        break
+    p50 = statistics.median(timings)
+    print(
+        f"  embedded model, short prompt: p50 {p50:.0f} ms (target <= 300 ms): "
+        f"{'PASS' if p50 <= 300 else 'FAIL'}"
+    )
 
 
 def main() -> None:
@@ -162,7 +161,12 @@ def main() -> None:
     finally:
         process.terminate()
     print("time to first token through the server:")
-    asyncio.run(first_token())
+    process, url = start_service()
+    try:
+        asyncio.run(first_token(url))
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
 
 
 if __name__ == "__main__":
