@@ -258,3 +258,17 @@ async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
         ("US-002", "userstory"),
     ]
     assert set(found[0]) == {"entity_id", "entity_type", "title", "relevance_score", "excerpt"}
+
+
+def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> None:
+    from context_kit_service.graphs.assistant import bounded_snapshot
+    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+
+    model = LocalChatModel(model_path=str(default_gguf_path()), n_ctx=1024)
+    small = {"openFile": "T-009"}
+    assert bounded_snapshot(small, model, budget=100) == '{\n "openFile": "T-009"\n}'
+    large = {"files": [f"contexts/tasks/T-{i:03d}.yaml" for i in range(300)]}
+    cut = bounded_snapshot(large, model, budget=120)
+    assert cut.endswith(" …(cut)")
+    assert model.get_num_tokens(cut) <= 120
+    assert cut.startswith('{\n "files": [\n  "contexts/tasks/T-000.yaml"')
