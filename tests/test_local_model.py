@@ -152,3 +152,15 @@ async def test_a_schema_with_a_regex_pattern_does_not_crash_the_model(
     )  # type: ignore[attr-defined]
     assert set(result) == {"version"}
     assert isinstance(result["version"], str)
+
+
+async def test_counting_tokens_does_not_wait_for_a_generation(model: LocalChatModel) -> None:
+    long = LocalChatModel(model_path=model.model_path, temperature=0.0, max_tokens=400, n_ctx=1024)
+    stream = long.astream([HumanMessage("Write a long story about a dragon.")])
+    await anext(stream)  # a generation is running and holds the model's lock
+    assert long.runtime.lock.locked()
+    started = time.monotonic()
+    count = long.get_num_tokens("hello world")
+    assert time.monotonic() - started < 0.5
+    assert count == len(long.runtime.tokenize("hello world", add_bos=False))
+    await stream.aclose()

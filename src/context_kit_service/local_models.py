@@ -94,23 +94,28 @@ class LlamaRuntime:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="llama")
     )
     lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held for a whole generation: one at a time per loaded model."""
+    _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _llama: Any = None
     _grammars: dict[str, Any] = field(default_factory=dict)
 
     def llama(self) -> Any:
-        if self._llama is None:
-            if not Path(self.model_path).is_file():
-                raise ProviderError(
-                    "MODEL_NOT_FOUND", f"GGUF model file not found: {self.model_path}", status=503
-                )
-            from llama_cpp import Llama
+        with self._load_lock:
+            return self._llama or self._load()
 
-            self._llama = Llama(
-                model_path=self.model_path,
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads or os.cpu_count() or 1,
-                verbose=False,
+    def _load(self) -> Any:
+        if not Path(self.model_path).is_file():
+            raise ProviderError(
+                "MODEL_NOT_FOUND", f"GGUF model file not found: {self.model_path}", status=503
             )
+        from llama_cpp import Llama
+
+        self._llama = Llama(
+            model_path=self.model_path,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads or os.cpu_count() or 1,
+            verbose=False,
+        )
         return self._llama
 
     def grammar(self, json_schema: dict[str, Any]) -> Any:
@@ -121,8 +126,11 @@ class LlamaRuntime:
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return list(self.llama().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
     def count_tokens(self, text: str, *, add_bos: bool) -> int:
-        return len(self.llama().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        return len(self.tokenize(text, add_bos=add_bos))
 
     def complete(
         self,
@@ -252,12 +260,9 @@ class LocalChatModel(BaseChatModel):
         }
 
     def get_token_ids(self, text: str) -> list[int]:
-        """The model's own tokenizer (LangChain's default would download GPT-2's)."""
-        with self.runtime.lock:
-            tokens = self.runtime.llama().tokenize(
-                text.encode("utf-8"), add_bos=False, special=True
-            )
-        return list(tokens)
+        """The model's own tokenizer (LangChain's default would download GPT-2's). Tokenizing
+        reads only the vocabulary, so it does not wait for a generation in progress."""
+        return self.runtime.tokenize(text, add_bos=False)
 
     @staticmethod
     def _result(completion: Completion) -> ChatResult:

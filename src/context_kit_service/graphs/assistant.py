@@ -7,6 +7,7 @@ before any tool that writes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any, Literal
 
@@ -106,7 +107,8 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     if state.context_snapshot:
         snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
         system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
-    history = fit_to_window(system, list(state.messages), model, budget)
+    # Counting tokens may load the local model: keep it off the event loop.
+    history = await asyncio.to_thread(fit_to_window, system, list(state.messages), model, budget)
     try:
         reply = await model.bind_tools(ASSISTANT_TOOLS).ainvoke(history, config)
     except Exception as exc:
