@@ -186,9 +186,9 @@ def index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from context_kit_service.providers import embeddings_spec, get_embeddings
-    from context_kit_service.repository.model import load_repository
     from context_kit_service.retrieval.documents import repository_chunks
     from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
+    from context_kit_service.tools.cache import repositories
     from context_kit_service.tools.confinement import ConfinementError, resolve_repository
 
     settings = load_settings()
@@ -198,7 +198,8 @@ def index(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    total = sum(len(chunks) for chunks in repository_chunks(load_repository(root)).values())
+    # Through the cache: the sync below finds the repository already loaded.
+    total = sum(len(chunks) for chunks in repository_chunks(repositories.get(root)).values())
     spec = embeddings_spec(settings)
     target = RepositoryIndex(
         root, settings.data_dir, get_embeddings(spec), embeddings_model_id(spec)
