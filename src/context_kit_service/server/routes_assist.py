@@ -159,21 +159,26 @@ async def list_threads(state: StateDep) -> JSONResponse:
     return JSONResponse({"threads": [{"threadId": t} for t in await _thread_ids(state)]})
 
 
+async def _thread_messages(state: ServiceState, thread_id: str) -> list[BaseMessage]:
+    """The messages of an assistant thread (its latest checkpoint only); 404 when none."""
+    snapshot = await state.graph("assistant").aget_state({"configurable": {"thread_id": thread_id}})
+    messages: list[BaseMessage] | None = snapshot.values.get("messages")
+    if not messages:
+        raise ServiceError(404, "THREAD_NOT_FOUND", f"no thread {thread_id!r}")
+    return messages
+
+
 @router.get("/threads/{thread_id}")
 async def get_thread(thread_id: str, state: StateDep) -> JSONResponse:
     """A thread's messages."""
-    snapshot = await state.graph("assistant").aget_state({"configurable": {"thread_id": thread_id}})
-    messages = snapshot.values.get("messages")
-    if not messages:
-        raise ServiceError(404, "THREAD_NOT_FOUND", f"no thread {thread_id!r}")
+    messages = await _thread_messages(state, thread_id)
     return JSONResponse({"threadId": thread_id, "messages": [_message(m) for m in messages]})
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
 async def delete_thread(thread_id: str, state: StateDep) -> Response:
     """Forget a thread and all its checkpoints."""
-    if thread_id not in await _thread_ids(state):
-        raise ServiceError(404, "THREAD_NOT_FOUND", f"no thread {thread_id!r}")
+    await _thread_messages(state, thread_id)
     assert state.checkpointer is not None
     await state.checkpointer.adelete_thread(thread_id)
     return Response(status_code=204)
