@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,37 @@ def sample_copy(tmp_path: Path) -> Path:
     target = tmp_path / "repo"
     shutil.copytree(SAMPLE_REPO, target)
     return target
+
+
+@dataclass(frozen=True)
+class AgentService:
+    url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def agent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentService]:
+    """The real service in its own process, with an auth token, answering with the fake
+    OpenAI-compatible server's deterministic `agent` model (`tests/fake_providers.py`)."""
+    from tests.fake_providers import serve_fake_providers
+    from tests.service_process import start
+
+    token = "e2e-token"
+    with serve_fake_providers() as (fake_url, _):
+        env = {
+            "CKS_PROVIDER": "openai",
+            "CKS_MODEL": "agent",
+            "CKS_BASE_URL": f"{fake_url}/v1",
+            "CKS_API_KEY": "test-key",
+            "CKS_AUTH_TOKEN": token,
+            "CKS_REPO_PATH": str(SAMPLE_REPO),
+        }
+        service = start(tmp_path_factory.mktemp("agent-service") / "data", env=env, timeout=60)
+        try:
+            yield AgentService(service.url, token)
+        finally:
+            service.stop()

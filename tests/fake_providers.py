@@ -1,7 +1,9 @@
 """A small HTTP server that speaks the OpenAI, Azure OpenAI and Ollama protocols.
 
 The provider tests drive the real client libraries against it. Model names pick behaviour:
-`slow` answers after 3 s (for timeouts), `deny` answers 401. Every request body is recorded.
+`slow` answers after 3 s (for timeouts), `deny` answers 401, and `agent` behaves like a small
+deterministic model for end-to-end tests of every graph (see `agent_reply`). Every request body
+is recorded.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import socket
 import struct
 import threading
@@ -77,6 +80,66 @@ async def _openai_stream(model: str) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
+AGENT_TASK_DRAFT = {
+    "title": "Add an index on budget lines",
+    "status": "todo",
+    "steps": ["Write the migration"],
+}
+AGENT_TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_entity", "arguments": json.dumps({"entity_id": "FEAT-001"})},
+}
+ENTITY_ID = re.compile(r"\b(?:FEAT|US|SPEC|T|SVC|PKG|CONST)-\d{3}\b")
+
+
+def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """The `agent` model: a task draft when asked for structured output; with tools, a
+    `get_entity` call for FEAT-001 on a user turn and `See [FEAT-001].` after its result; otherwise a sentence citing the first
+    entity id in the last message (`See [ID].`) or, with none, `No sources.`"""
+    messages = body["messages"]
+    if body.get("response_format"):
+        return {"role": "assistant", "content": json.dumps(AGENT_TASK_DRAFT)}
+    if body.get("tools") and messages[-1]["role"] == "user":
+        return {"role": "assistant", "content": None, "tool_calls": [AGENT_TOOL_CALL]}
+    if messages[-1]["role"] == "tool":
+        return {"role": "assistant", "content": "See [FEAT-001]."}
+    found = ENTITY_ID.search(json.dumps(messages[-1]))
+    return {"role": "assistant", "content": f"See [{found[0]}]." if found else "No sources."}
+
+
+def _agent_completion(body: dict[str, Any]) -> dict[str, Any]:
+    reply = agent_reply(body)
+    completion = _openai_completion(body["model"])
+    finish = "tool_calls" if reply.get("tool_calls") else "stop"
+    completion["choices"] = [{"index": 0, "message": reply, "finish_reason": finish}]
+    return completion
+
+
+async def _agent_stream(body: dict[str, Any]) -> AsyncIterator[str]:
+    reply = agent_reply(body)
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0}
+    base["model"] = body["model"]
+    deltas: list[dict[str, Any]] = [
+        {"content": word} for word in re.findall(r"\S+\s*", reply["content"] or "")
+    ]
+    deltas += [{**call, "index": i} for i, call in enumerate(reply.get("tool_calls", []))]
+    deltas = [{"tool_calls": [d]} if "function" in d else d for d in deltas]
+    for index, delta in enumerate(deltas):
+        delta = {**delta, **({"role": "assistant"} if index == 0 else {})}
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+    finish = "tool_calls" if reply.get("tool_calls") else "stop"
+    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': finish}]})}\n\n"
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": len(deltas),
+        "total_tokens": PROMPT_TOKENS + len(deltas),
+    }
+    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 def _embedding(text: str, encoding: str | None) -> list[float] | str:
     vector = fake_vector(text)
     if encoding == "base64":
@@ -107,6 +170,10 @@ def build_app(recorder: Recorder) -> FastAPI:
         body = await request.json()
         if (denied := await gate(request, model)) is not None:
             return denied
+        if model == "agent" and body.get("stream"):
+            return StreamingResponse(_agent_stream(body), media_type="text/event-stream")
+        if model == "agent":
+            return _agent_completion(body)
         if body.get("stream"):
             return StreamingResponse(_openai_stream(model), media_type="text/event-stream")
         return _openai_completion(model)

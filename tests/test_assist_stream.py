@@ -251,11 +251,14 @@ def test_the_langserve_route_shares_threads_and_streams_tokens(client_for) -> No
         }
         return client.post(f"/graphs/assistant/{endpoint}", json=body)
 
-    first = turn("I am Ada", "lc1").json()["output"]["messages"]
-    assert [(m["type"], m["content"]) for m in first] == [
-        ("human", "I am Ada"),
-        ("ai", "Hello Ada."),
-    ]
+    first = turn("I am Ada", "lc1").json()["output"]
+    assert first == {
+        "answer": "Hello Ada.",
+        "transcript": [
+            {"role": "user", "content": "I am Ada"},
+            {"role": "assistant", "content": "Hello Ada."},
+        ],
+    }
     streamed = turn("Who am I?", "lc1", "stream_events").text
     tokens = [
         json.loads(line[6:])["data"]["chunk"]["content"]
@@ -263,7 +266,7 @@ def test_the_langserve_route_shares_threads_and_streams_tokens(client_for) -> No
         if line.startswith("data: ") and '"event":"on_chat_model_stream"' in line
     ]
     assert "".join(tokens) == "Your name is Ada."
-    other = turn("Hello", "lc2").json()["output"]["messages"]
+    other = turn("Hello", "lc2").json()["output"]["transcript"]
     assert [m["content"] for m in other] == ["Hello", "Hi stranger."]
     remembered = client.get("/ai/threads/lc1").json()["messages"]
     assert [m["content"] for m in remembered] == [

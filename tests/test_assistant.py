@@ -38,6 +38,13 @@ async def tool_output(name: str, repo: Path = SAMPLE_REPO, **args: Any) -> str:
     return json.dumps(result, ensure_ascii=False)
 
 
+async def run(agent: Any, payload: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The whole final state: the graph's own output is only `answer` and `transcript`."""
+    keys = ["messages", "answer", "transcript"]
+    result: dict[str, Any] = await agent.ainvoke(payload, cfg, output_keys=keys)
+    return result
+
+
 def config(model: ScriptedChatModel, settings: Any, thread: str | None = None) -> dict[str, Any]:
     configurable = {SETTINGS_KEY: settings, MODEL_KEY: model}
     if thread:
@@ -51,8 +58,10 @@ async def test_tool_call_then_tool_result_then_answer(make_settings) -> None:
         AIMessage("Recovery links expire after 15 minutes [T-002]."),
     )
     question = HumanMessage("How long is a recovery link valid?")
-    out = await graph.ainvoke(
-        {"messages": [question], "repo_path": str(SAMPLE_REPO)}, config(model, make_settings())
+    out = await run(
+        graph,
+        {"messages": [question], "repo_path": str(SAMPLE_REPO)},
+        config(model, make_settings()),
     )
     assert shape(out["messages"]) == [
         ("human", "How long is a recovery link valid?", [], None),
@@ -61,6 +70,32 @@ async def test_tool_call_then_tool_result_then_answer(make_settings) -> None:
         ("ai", "Recovery links expire after 15 minutes [T-002].", [], None),
     ]
     assert model.prompts[0][0].type == "system"
+
+
+async def test_the_output_is_plain_json_answer_and_transcript(make_settings) -> None:
+    model = script(
+        AIMessage("", tool_calls=[call("get_entity", {"entity_id": "T-002"}, "c1")]),
+        AIMessage("Recovery links expire after 15 minutes [T-002]."),
+    )
+    payload = {"messages": [HumanMessage("How long?")], "repo_path": str(SAMPLE_REPO)}
+    out = await graph.ainvoke(payload, config(model, make_settings()))
+    assert out == {
+        "answer": "Recovery links expire after 15 minutes [T-002].",
+        "transcript": [
+            {"role": "user", "content": "How long?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "toolCalls": [{"id": "c1", "name": "get_entity", "args": {"entity_id": "T-002"}}],
+            },
+            {
+                "role": "tool",
+                "content": await tool_output("get_entity", entity_id="T-002"),
+                "toolCallId": "c1",
+            },
+            {"role": "assistant", "content": "Recovery links expire after 15 minutes [T-002]."},
+        ],
+    }
 
 
 async def test_two_tool_calls_in_one_turn(make_settings) -> None:
@@ -74,7 +109,8 @@ async def test_two_tool_calls_in_one_turn(make_settings) -> None:
         ),
         AIMessage("The next task is T-011; T-009 is blocked."),
     )
-    out = await graph.ainvoke(
+    out = await run(
+        graph,
         {
             "messages": [HumanMessage("Next task id, and what is blocked?")],
             "repo_path": str(SAMPLE_REPO),
@@ -103,7 +139,8 @@ async def test_the_iteration_bound_ends_the_loop_cleanly(make_settings) -> None:
         for i in range(MAX_TOOL_ROUNDS + 1)
     ]
     model = script(*rounds)
-    out = await graph.ainvoke(
+    out = await run(
+        graph,
         {"messages": [HumanMessage("Keep looking things up")], "repo_path": str(SAMPLE_REPO)},
         config(model, make_settings()),
     )
@@ -133,7 +170,8 @@ async def test_a_failing_tool_call_goes_back_to_the_model(make_settings) -> None
         AIMessage("", tool_calls=[call("get_entity", {"entity_id": "FEAT-404"}, "x")]),
         AIMessage("There is no FEAT-404."),
     )
-    out = await graph.ainvoke(
+    out = await run(
+        graph,
         {"messages": [HumanMessage("Show FEAT-404")], "repo_path": str(SAMPLE_REPO)},
         config(model, make_settings()),
     )
@@ -162,8 +200,8 @@ async def test_writes_wait_for_approval_then_apply(make_settings, sample_copy: P
     model = script(_write_call("doing"), AIMessage("T-004 is now in progress."))
     agent = builder.compile(checkpointer=InMemorySaver())
     cfg = config(model, make_settings(), thread="t-approve")
-    paused = await agent.ainvoke(
-        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    paused = await run(
+        agent, {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
     )
     assert paused["__interrupt__"][0].value["toolCalls"] == [
         {
@@ -173,7 +211,7 @@ async def test_writes_wait_for_approval_then_apply(make_settings, sample_copy: P
         }
     ]
     assert task.read_text() == before
-    done = await agent.ainvoke(Command(resume={"approved": True}), cfg)
+    done = await run(agent, Command(resume={"approved": True}), cfg)
     assert task.read_text() == before.replace("status: todo", "status: doing")
     assert done["messages"][-1].content == "T-004 is now in progress."
 
@@ -186,10 +224,10 @@ async def test_a_rejected_write_changes_nothing_and_the_model_is_told(
     model = script(_write_call("doing"), AIMessage("Understood, I left T-004 alone."))
     agent = builder.compile(checkpointer=InMemorySaver())
     cfg = config(model, make_settings(), thread="t-reject")
-    await agent.ainvoke(
-        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    await run(
+        agent, {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
     )
-    done = await agent.ainvoke(Command(resume={"approved": False}), cfg)
+    done = await run(agent, Command(resume={"approved": False}), cfg)
     assert task.read_text() == before
     assert shape(done["messages"])[-2:] == [
         ("tool", "The user rejected this change; nothing was written.", [], "w1"),
@@ -203,11 +241,11 @@ async def test_an_approval_can_edit_the_arguments(make_settings, sample_copy: Pa
     model = script(_write_call("doing"), AIMessage("Marked as blocked instead."))
     agent = builder.compile(checkpointer=InMemorySaver())
     cfg = config(model, make_settings(), thread="t-edit")
-    await agent.ainvoke(
-        {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
+    await run(
+        agent, {"messages": [HumanMessage("Start T-004")], "repo_path": str(sample_copy)}, cfg
     )
     edited = {"w1": {"entity_id": "T-004", "changes": {"status": "blocked"}}}
-    await agent.ainvoke(Command(resume={"approved": True, "arguments": edited}), cfg)
+    await run(agent, Command(resume={"approved": True, "arguments": edited}), cfg)
     assert task.read_text() == before.replace("status: todo", "status: blocked")
 
 
@@ -248,7 +286,8 @@ async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
         ),
         AIMessage("Fifteen minutes [T-002]."),
     )
-    out = await graph.ainvoke(
+    out = await run(
+        graph,
         {"messages": [HumanMessage("Recovery link lifetime?")], "repo_path": str(SAMPLE_REPO)},
         config(model, make_settings()),
     )

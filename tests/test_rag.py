@@ -140,6 +140,20 @@ def test_bad_requests_are_422_naming_the_field(
     assert detail["message"].startswith(message)
 
 
+def test_a_blank_query_on_the_langserve_route_is_a_422_not_a_500(rag_client) -> None:
+    client, model = rag_client
+    response = client.post("/graphs/rag/invoke", json={"input": {"question": "wrong field"}})
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "Unprocessable Entity",
+        "message": "invalid input: query: Value error, query must not be blank",
+        "type": "client_error",
+        "code": "VALIDATION_ERROR",
+        "details": [{"field": "query", "message": "Value error, query must not be blank"}],
+    }
+    assert model.prompts == []
+
+
 def test_a_too_long_query_is_refused(make_settings) -> None:
     with TestClient(create_app(make_settings(repo_path=SAMPLE_REPO, max_input_chars=20))) as client:
         response = client.post("/ai/rag/query", json={"query": "a question that is far too long"})

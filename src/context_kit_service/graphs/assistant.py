@@ -1,8 +1,11 @@
 """The assistant: a tool-calling agent over the repository, with retrieval and approval
 before any tool that writes.
 
-    prepare -> call_model -> tools -> call_model -> ... -> END
+    prepare -> call_model -> tools -> call_model -> ... -> finish -> END
                           \\-> request_approval -> tools | call_model
+
+The output is plain JSON (`answer`, `transcript`), not LangChain messages, so every client
+receives it whole (the JavaScript RemoteRunnable rewrites any output with a `messages` key).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import START, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import interrupt
@@ -44,14 +47,29 @@ class InputState(BaseModel):
 
 
 class OutputState(BaseModel):
-    messages: Annotated[list[AnyMessage], add_messages] = Field(
-        default_factory=list, description="The conversation, answer included."
+    answer: str = Field(default="", description="The assistant's final reply.")
+    transcript: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The whole conversation as plain JSON: role, content, toolCalls, toolCallId.",
     )
 
 
-class State(InputState):
+class State(InputState, OutputState):
     repo_root: str = Field(default="", description="The checked repository root.")
     tool_rounds: int = Field(default=0, description="Model turns that asked for tools.")
+
+
+def plain_message(message: BaseMessage) -> dict[str, Any]:
+    """A message as the app's wire format: `role`, `content`, and tool calls as plain data."""
+    role = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}[message.type]
+    item: dict[str, Any] = {"role": role, "content": message.text}
+    if isinstance(message, AIMessage) and message.tool_calls:
+        item["toolCalls"] = [
+            {"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls
+        ]
+    if isinstance(message, ToolMessage):
+        item["toolCallId"] = message.tool_call_id
+    return item
 
 
 # --- nodes -----------------------------------------------------------------------------------
@@ -152,13 +170,20 @@ async def request_approval(state: State) -> dict[str, Any]:
 tools = ToolNode(ASSISTANT_TOOLS, name="tools", handle_tool_errors=True)
 
 
+async def finish(state: State) -> dict[str, Any]:
+    return {
+        "answer": state.messages[-1].text,
+        "transcript": [plain_message(m) for m in state.messages],
+    }
+
+
 # --- routing ---------------------------------------------------------------------------------
 
 
-def route_model_output(state: State) -> Literal["tools", "request_approval", "__end__"]:
+def route_model_output(state: State) -> Literal["tools", "request_approval", "finish"]:
     last = state.messages[-1]
     if not isinstance(last, AIMessage) or not last.tool_calls:
-        return "__end__"
+        return "finish"
     if any(call["name"] in WRITE_TOOLS for call in last.tool_calls):
         return "request_approval"
     return "tools"
@@ -177,11 +202,13 @@ builder.add_node(prepare)
 builder.add_node(call_model)
 builder.add_node(request_approval)
 builder.add_node(tools)
+builder.add_node(finish)
 builder.add_edge(START, "prepare")
 builder.add_edge("prepare", "call_model")
 builder.add_conditional_edges("call_model", route_model_output)
 builder.add_conditional_edges("request_approval", route_after_approval)
 builder.add_edge("tools", "call_model")
+builder.add_edge("finish", END)
 
 graph = builder.compile(name="assistant")
 """Checkpointer-free, for LangGraph Studio; the server compiles `builder` with its checkpointer."""

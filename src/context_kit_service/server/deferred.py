@@ -19,7 +19,10 @@ Graph = Pregel[Any, Any, Any, Any]
 
 class DeferredGraph(Runnable[Any, Any]):
     """Delegates every call to `get_graph()`; schemas come from the checkpoint-free `template`.
-    A run without a `thread_id` gets a fresh one (a one-off conversation)."""
+    A run without a `thread_id` gets a fresh one (a one-off conversation). In `stream_events`,
+    the run's final output holds only the output schema's fields, as `invoke` returns it
+    (LangGraph reports the whole state there, internal fields and LangChain messages included,
+    which the JavaScript RemoteRunnable would rewrite)."""
 
     def __init__(self, name: str, template: Graph, get_graph: Callable[[], Graph]) -> None:
         self.name = name
@@ -63,10 +66,23 @@ class DeferredGraph(Runnable[Any, Any]):
         async for item in self._get_graph().astream(input, self._threaded(config), **kwargs):
             yield item
 
-    def astream_events(
+    async def astream_events(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
-        return self._get_graph().astream_events(input, self._threaded(config), **kwargs)
+    ) -> AsyncIterator[Any]:
+        fields = set(self.get_output_schema().model_fields)
+        root = None
+        async for event in self._get_graph().astream_events(
+            input, self._threaded(config), **kwargs
+        ):
+            root = root or event["run_id"]
+            output = event["data"].get("output")
+            if (
+                event["run_id"] == root
+                and event["event"] == "on_chain_end"
+                and isinstance(output, dict)
+            ):
+                event["data"]["output"] = {k: v for k, v in output.items() if k in fields}
+            yield event
 
     def astream_log(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._get_graph().astream_log(input, self._threaded(config), **kwargs)

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from context_kit_service.graphs.resumable import PendingApprovalError
@@ -80,6 +81,19 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _graph_input_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A graph refused its input (a LangServe body that passed the schema's types)."""
+    assert isinstance(exc, ValidationError)
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "input", "message": str(e["msg"])}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{item['field']}: {item['message']}" for item in details[:5])
+    return error_response(
+        422, f"invalid input: {summary}", code="VALIDATION_ERROR", details=details
+    )
+
+
 _HTTP_CODES = {
     401: "UNAUTHORIZED",
     404: "NOT_FOUND",
@@ -129,6 +143,7 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ValidationError, _graph_input_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ServiceError, _service_handler)
     app.add_exception_handler(ProviderError, _provider_handler)

@@ -49,7 +49,9 @@ SERVED_GRAPHS = [
         tool_execution.builder,
         _resumable("tool_execution", tool_execution),
     ),
-    ServedGraph("rag", "/graphs/rag", None, lambda state: rag.graph),
+    ServedGraph(
+        "rag", "/graphs/rag", None, lambda state: DeferredGraph("rag", rag.graph, lambda: rag.graph)
+    ),
     ServedGraph(
         "generation", "/graphs/generate", generation.builder, _resumable("generation", generation)
     ),

@@ -23,6 +23,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from context_kit_service.graphs.assistant import plain_message
 from context_kit_service.graphs.configuration import chat_model_for
 from context_kit_service.providers import ProviderError, model_name
 from context_kit_service.server.deps import StateDep
@@ -132,18 +133,6 @@ async def assist_stream(body: AssistRequest, state: StateDep) -> StreamingRespon
     )
 
 
-def _message(message: BaseMessage) -> dict[str, Any]:
-    role = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}[message.type]
-    item: dict[str, Any] = {"role": role, "content": message.text}
-    if isinstance(message, AIMessage) and message.tool_calls:
-        item["toolCalls"] = [
-            {"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls
-        ]
-    if message.type == "tool":
-        item["toolCallId"] = getattr(message, "tool_call_id", "")
-    return item
-
-
 async def _thread_ids(state: ServiceState) -> list[str]:
     assert state.checkpointer is not None
     seen: dict[str, None] = {}
@@ -172,7 +161,7 @@ async def _thread_messages(state: ServiceState, thread_id: str) -> list[BaseMess
 async def get_thread(thread_id: str, state: StateDep) -> JSONResponse:
     """A thread's messages."""
     messages = await _thread_messages(state, thread_id)
-    return JSONResponse({"threadId": thread_id, "messages": [_message(m) for m in messages]})
+    return JSONResponse({"threadId": thread_id, "messages": [plain_message(m) for m in messages]})
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
