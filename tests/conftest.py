@@ -53,6 +53,8 @@ def sample_copy(tmp_path: Path) -> Path:
 class AgentService:
     url: str
     token: str
+    provider_url: str
+    """The fake OpenAI-compatible server the service answers with."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -78,6 +80,6 @@ def agent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentSer
         }
         service = start(tmp_path_factory.mktemp("agent-service") / "data", env=env, timeout=60)
         try:
-            yield AgentService(service.url, token)
+            yield AgentService(service.url, token, f"{fake_url}/v1")
         finally:
             service.stop()

@@ -204,3 +204,39 @@ async def test_without_the_token_every_graph_is_refused(agent_service: AgentServ
             with pytest.raises(httpx.HTTPStatusError) as refused:
                 await anonymous.ainvoke({})
         assert refused.value.response.status_code == 401
+
+
+CONFIGURABLE = {
+    "thread_id": {"type": "string"},
+    "provider": {"type": "string", "enum": ["local", "ollama", "openai", "azure-openai"]},
+    "model": {"type": "string"},
+    "temperature": {"type": "number"},
+    "max_tokens": {"type": "integer"},
+}
+
+
+@pytest.mark.parametrize("path", ["/graphs/tools", "/graphs/rag", "/graphs/generate"])
+def test_config_schema_offers_only_the_documented_fields(
+    agent_service: AgentService, path: str
+) -> None:
+    schema = httpx.get(f"{agent_service.url}{path}/config_schema", headers=agent_service.headers)
+    properties = schema.json()["$defs"]["Configurable"]["properties"]
+    # No null types or null defaults: the playground's form draws and accepts every field.
+    assert {
+        name: {k: v for k, v in field.items() if k in ("type", "enum")}
+        for name, field in properties.items()
+    } == CONFIGURABLE
+    assert all("default" not in field for field in properties.values())
+
+
+async def test_a_client_cannot_point_the_service_at_another_server(
+    agent_service: AgentService,
+) -> None:
+    evil = {
+        "base_url": "http://169.254.169.254/v1",
+        "cks_provider": {"endpoint": "http://169.254.169.254/v1", "api_key": "stolen"},
+        "cks_settings": {"base_url": "http://169.254.169.254/v1"},
+    }
+    async with remote(agent_service, "/graphs/rag") as rag:
+        output = await rag.ainvoke({"query": QUESTION}, {"configurable": evil})
+    check_rag(output, completion_tokens=4)

@@ -8,11 +8,12 @@ without it (LangGraph Studio, scripts) the process settings apply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Union, get_args, get_type_hints
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
+from pydantic import Field as PydanticField
 
 from context_kit_service.providers import ChatModelSpec, get_chat_model, request_chat_spec
 from context_kit_service.settings import ProviderName, Settings, get_settings
@@ -54,13 +55,26 @@ class Configuration:
         return cls(**{k: v for k, v in configurable.items() if k in names and v is not None})
 
 
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional_field(hint: Any) -> Any:
+    """`str | None` -> `str`, left out of the schema's defaults: a client may omit the field but
+    not send null. (LangServe's playground can draw no form field for a `null` type, and its
+    form refuses to start a run while a field holds a null default.)"""
+    args = [arg for arg in get_args(hint) if arg is not type(None)]
+    bare = Union[tuple(args)] if args else hint  # noqa: UP007 - built from a runtime tuple
+    return Annotated[bare, PydanticField(json_schema_extra=_drop_default)]
+
+
 def configuration_specs() -> list[ConfigurableFieldSpec]:
     """`Configuration`'s fields as LangChain config specs (what `/config_schema` shows)."""
     hints = get_type_hints(Configuration)
     return [
         ConfigurableFieldSpec(
             id=f.name,
-            annotation=hints[f.name],
+            annotation=_optional_field(hints[f.name]),
             name=f.name,
             description=f.metadata.get("description"),
             default=f.default,
