@@ -1,4 +1,4 @@
-"""Command line: `context-kit-service serve | doctor`."""
+"""Command line: `context-kit-service serve | doctor | index | eval`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="build or update a repository's retrieval index")
     index.add_argument("repo", type=Path, help="the context repository")
+
+    from context_kit_service.evaluation import command as evaluation
+
+    evaluation.add_parser(commands)
     return parser
 
 
@@ -216,7 +220,13 @@ def index(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": serve, "doctor": doctor, "index": index}
+def evaluate(args: argparse.Namespace) -> int:
+    from context_kit_service.evaluation import command as evaluation
+
+    return evaluation.run(args)
+
+
+COMMANDS = {"serve": serve, "doctor": doctor, "index": index, "eval": evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
-"""Retrieval and answer metrics over per-example results."""
+"""Metrics over per-example results: retrieval, answers, entities, tool use, latency, tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float:
@@ -21,7 +23,87 @@ def reciprocal_rank(retrieved: Sequence[str], relevant: Sequence[str]) -> float:
     return 0.0
 
 
+def grounded(cited: Sequence[str], retrieved: Sequence[str]) -> bool:
+    """Whether every id the answer cites is one it was given (no invented citations). An
+    answer that cites nothing is grounded; `cites_sources` tells those apart."""
+    return set(cited) <= set(retrieved)
+
+
+def cites_sources(cited: Sequence[str]) -> bool:
+    return bool(cited)
+
+
+def _lookup(entity: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = entity
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _filled(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, list | dict):
+        return bool(value)
+    return value is not None
+
+
+def required_filled(entity: Mapping[str, Any], required: Sequence[str]) -> float:
+    """Share of the `required` fields that hold a non-empty value."""
+    if not required:
+        return 1.0
+    return sum(_filled(_lookup(entity, name)) for name in required) / len(required)
+
+
+def link_correct(entity: Mapping[str, Any], field: str, entity_id: str) -> bool:
+    """Whether `field` (dotted, e.g. `related.feature`) holds `entity_id`, or a list with it."""
+    value = _lookup(entity, field)
+    return value == entity_id or (isinstance(value, list) and entity_id in value)
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, str) and isinstance(actual, str):
+        return expected.strip().casefold() == actual.strip().casefold()
+    return bool(expected == actual)
+
+
+def tool_selected(calls: Sequence[Mapping[str, Any]], tool: str) -> bool:
+    """Whether the model's first tool call is `tool`."""
+    return bool(calls) and calls[0].get("name") == tool
+
+
+def argument_accuracy(
+    calls: Sequence[Mapping[str, Any]], tool: str, expected: Mapping[str, Any]
+) -> float:
+    """Share of the expected arguments the first call of `tool` got right (strings compared
+    without case or surrounding space); 0 when the tool was not called, 1 when it takes none."""
+    call = next((c for c in calls if c.get("name") == tool), None)
+    if call is None:
+        return 0.0
+    if not expected:
+        return 1.0
+    args = call.get("args") or {}
+    return sum(_same(value, args.get(name)) for name, value in expected.items()) / len(expected)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0..100), linear between the closest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def mean(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("no values")
     return sum(values) / len(values)
+
+
+def rate(flags: Sequence[bool]) -> float:
+    """Share of true flags (schema-valid rate, tool-selection accuracy, ...)."""
+    return mean([1.0 if flag else 0.0 for flag in flags])

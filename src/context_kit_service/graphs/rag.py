@@ -24,7 +24,8 @@ from context_kit_service.graphs.retrieval import RetrievalRequest, Source, retri
 from context_kit_service.providers import as_provider_error, model_name
 from context_kit_service.tools.confinement import resolve_repository
 
-_CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
+CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
+"""An id cited in an answer: `[FEAT-001]`."""
 
 
 class InputState(RetrievalRequest):
@@ -89,7 +90,7 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
         raise as_provider_error(exc, spec.provider) from exc
     answer = reply.text.strip()
     retrieved = {s.entity_id for s in state.sources}
-    cited = list(dict.fromkeys(m for m in _CITATION.findall(answer) if m in retrieved))
+    cited = list(dict.fromkeys(m for m in CITATION.findall(answer) if m in retrieved))
     usage = getattr(reply, "usage_metadata", None) or {}
     return {
         "answer": answer,

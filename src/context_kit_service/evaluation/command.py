@@ -1,0 +1,153 @@
+"""`context-kit-service eval <suite>` and `eval compare A B`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from context_kit_service.settings import load_settings
+
+if TYPE_CHECKING:
+    from context_kit_service.evaluation.targets import Target
+
+SUITE_NAMES = ("rag", "generation", "tool_use", "assistant")
+"""The suites in `evaluation.suites.SUITES` (named here so the CLI parses without importing
+the graphs)."""
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="evaluate a suite (rag, generation, tool_use, assistant), or compare two runs",
+        description="Run an evaluation suite and write results.jsonl, report.json, report.md "
+        "and PNG plots; or `eval compare A B` to print a regression table of two runs.",
+    )
+    parser.add_argument("suite", choices=[*SUITE_NAMES, "compare"])
+    parser.add_argument("runs", nargs="*", type=Path, help="for compare: two results dirs")
+    parser.add_argument(
+        "--target", default="local", help="`local` (in process) or a service URL (http://...)"
+    )
+    parser.add_argument("--token", help="the service's token (default: $CKS_AUTH_TOKEN)")
+    parser.add_argument("--provider", help="chat model provider for this run")
+    parser.add_argument("--model", help="model name for this run")
+    parser.add_argument("--concurrency", type=int, default=1, help="examples run at once")
+    parser.add_argument("--dataset", type=Path, help="default: evals/datasets/<suite>.jsonl")
+    parser.add_argument("--limit", type=int, help="only the first N examples")
+    parser.add_argument(
+        "--repo", type=Path, default=Path("examples/context-repo"), help="for --target local"
+    )
+    parser.add_argument("--out", type=Path, help="default: evals/results/<suite>-<time>")
+    parser.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when a metric's mean is below VALUE (repeatable)",
+    )
+    parser.add_argument(
+        "--langsmith", action="store_true", help="also upload to LangSmith (LANGSMITH_API_KEY)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _thresholds(pairs: list[str]) -> dict[str, float]:
+    thresholds = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--fail-under wants METRIC=NUMBER, got {pair!r}")
+    return thresholds
+
+
+def _target(args: argparse.Namespace) -> Target:
+    from context_kit_service.evaluation.targets import HttpTarget, LocalTarget
+
+    if args.target == "local":
+        settings = load_settings(repo_path=args.repo.resolve())
+        return LocalTarget(settings, provider=args.provider, model=args.model)
+    if not args.target.startswith(("http://", "https://")):
+        raise ValueError(f"--target must be `local` or an http(s) URL, got {args.target!r}")
+    token = args.token or os.environ.get("CKS_AUTH_TOKEN")
+    return HttpTarget(args.target, token=token, provider=args.provider, model=args.model)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from context_kit_service.evaluation.report import compare, comparison_table, load_summary
+
+    if len(args.runs) != 2:
+        print("error: eval compare wants two results directories: A B", file=sys.stderr)
+        return 2
+    rows = compare(load_summary(args.runs[0]), load_summary(args.runs[1]))
+    print(comparison_table(rows))
+    regressed = [row.metric for row in rows if row.verdict == "regressed"]
+    print(f"regressed: {', '.join(regressed)}" if regressed else "no regressions")
+    return 0
+
+
+async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> int:
+    from context_kit_service.evaluation.report import write_report
+    from context_kit_service.evaluation.runner import run_suite, summarize
+    from context_kit_service.evaluation.suites import SUITES
+
+    suite = SUITES[args.suite]
+    dataset = args.dataset or Path("evals") / "datasets" / f"{args.suite}.jsonl"
+    examples = suite.load(dataset)[: args.limit]
+    started = datetime.now(UTC)
+    target = _target(args)
+    try:
+        results = await run_suite(
+            suite, examples, target, concurrency=args.concurrency, progress=not args.no_progress
+        )
+    finally:
+        await target.aclose()
+    summary = summarize(suite, results)
+    meta = {
+        "suite": suite.name,
+        "dataset": str(dataset),
+        "target": target.name,
+        "provider": args.provider,
+        "model": args.model,
+        "concurrency": args.concurrency,
+        "started": started.isoformat(timespec="seconds"),
+    }
+    out = args.out or Path("evals") / "results" / f"{suite.name}-{started:%Y%m%d-%H%M%S}"
+    paths = write_report(out, meta, summary, results)
+    for name, value in summary.items():
+        print(f"{name}: {value:g}")
+    print(f"report: {paths['markdown']}")
+    if args.langsmith:
+        from context_kit_service.evaluation.langsmith_upload import upload
+
+        print(f"langsmith: {upload(meta, summary, results)}")
+    failed = [
+        f"{name} {summary.get(name, float('nan')):g} < {limit:g}"
+        for name, limit in thresholds.items()
+        if not summary.get(name, float("-inf")) >= limit
+    ]
+    for line in failed:
+        print(f"FAIL {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.suite == "compare":
+        try:
+            return run_compare(args)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        thresholds = _thresholds(args.fail_under)
+        return asyncio.run(_evaluate(args, thresholds))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,180 @@
+"""The evaluation suites: a dataset format (one JSON object per line), how one example runs
+against a target, and the metrics it scores."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from context_kit_service.evaluation import metrics
+from context_kit_service.evaluation.targets import Target
+from context_kit_service.graphs.rag import CITATION
+from context_kit_service.repository.types import EntityTypeName
+
+K = 5
+
+
+class RagExample(BaseModel):
+    id: str
+    question: str = Field(min_length=1)
+    relevant: list[str] = Field(min_length=1, description="Entity ids that answer it.")
+    reference: str | None = Field(default=None, description="A reference answer (reported).")
+
+
+class LinkCheck(BaseModel):
+    field: str = Field(description="Dotted field that must hold the id, e.g. related.feature.")
+    id: str
+
+
+class GenerationChecks(BaseModel):
+    required: list[str] = Field(default_factory=list, description="Fields that must be filled.")
+    link: LinkCheck | None = None
+
+
+class GenerationExample(BaseModel):
+    id: str
+    entity_type: EntityTypeName
+    prompt: str = Field(min_length=10)
+    linked_feature_id: str | None = None
+    checks: GenerationChecks = Field(default_factory=GenerationChecks)
+
+
+class ToolUseExample(BaseModel):
+    id: str
+    request: str = Field(min_length=1)
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssistantExample(BaseModel):
+    id: str
+    turns: list[str] = Field(min_length=2, description="User turns, sent in order.")
+    expect: list[str] = Field(min_length=1, description="Words the last answer must contain.")
+
+
+@dataclass
+class Scored:
+    """What one example produced: the metrics, the output to inspect, token usage."""
+
+    metrics: dict[str, float]
+    output: dict[str, Any]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Suite(Generic[E]):
+    name: str
+    example: type[E]
+    run: Callable[[E, Target], Awaitable[Scored]]
+    metrics: tuple[str, ...]
+    """Every metric an example scores; an example that fails scores 0 on each."""
+
+    def load(self, path: Path) -> list[E]:
+        """The dataset; a bad line raises ValueError naming the file, line and problem."""
+        examples = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                examples.append(self.example.model_validate(json.loads(line)))
+            except (json.JSONDecodeError, ValidationError) as exc:
+                raise ValueError(f"{path}:{number}: not a {self.name} example: {exc}") from None
+        if not examples:
+            raise ValueError(f"{path}: no examples")
+        return examples
+
+
+async def run_rag(example: RagExample, target: Target) -> Scored:
+    output = await target.invoke("rag", {"query": example.question, "top_k": K})
+    retrieved = [s["entity_id"] for s in output["sources"]]
+    cited = list(dict.fromkeys(CITATION.findall(output["answer"])))
+    return Scored(
+        metrics={
+            f"recall@{K}": metrics.recall_at_k(retrieved, example.relevant, K),
+            "mrr": metrics.reciprocal_rank(retrieved, example.relevant),
+            "grounded": float(metrics.grounded(cited, retrieved)),
+            "cites_sources": float(metrics.cites_sources(cited)),
+        },
+        output={"answer": output["answer"], "retrieved": retrieved, "cited": cited},
+        prompt_tokens=output.get("prompt_tokens", 0),
+        completion_tokens=output.get("completion_tokens", 0),
+    )
+
+
+async def run_generation(example: GenerationExample, target: Target) -> Scored:
+    payload = {
+        "entity_type": example.entity_type,
+        "user_prompt": example.prompt,
+        "linked_feature_id": example.linked_feature_id,
+    }
+    output = await target.invoke("generation", payload)
+    entity = output.get("entity") or {}
+    link = example.checks.link
+    scores = {
+        "schema_valid": float(bool(output.get("valid"))),
+        "required_filled": metrics.required_filled(entity, example.checks.required),
+    }
+    if link is not None:
+        scores["link_correct"] = float(metrics.link_correct(entity, link.field, link.id))
+    return Scored(
+        metrics=scores,
+        output={k: output.get(k) for k in ("status", "entity", "problems", "error", "attempts")},
+        prompt_tokens=output.get("prompt_tokens", 0),
+        completion_tokens=output.get("completion_tokens", 0),
+    )
+
+
+async def run_tool_use(example: ToolUseExample, target: Target) -> Scored:
+    thread = f"eval-{uuid.uuid4().hex}"
+    message = {"type": "human", "content": example.request}
+    await target.invoke("assistant", {"messages": [message]}, thread_id=thread)
+    transcript = await target.transcript(thread)
+    calls: list[dict[str, Any]] = next(
+        (m["toolCalls"] for m in transcript if m.get("toolCalls")), []
+    )
+    return Scored(
+        metrics={
+            "tool_selected": float(metrics.tool_selected(calls, example.tool)),
+            "argument_accuracy": metrics.argument_accuracy(calls, example.tool, example.arguments),
+        },
+        output={"calls": calls},
+    )
+
+
+async def run_assistant(example: AssistantExample, target: Target) -> Scored:
+    thread = f"eval-{uuid.uuid4().hex}"
+    answer = ""
+    for turn in example.turns:
+        message = {"type": "human", "content": turn}
+        output = await target.invoke("assistant", {"messages": [message]}, thread_id=thread)
+        answer = output.get("answer", "")
+    found = [word for word in example.expect if word.casefold() in answer.casefold()]
+    return Scored(
+        metrics={"remembered": float(len(found) == len(example.expect))},
+        output={"answer": answer, "found": found},
+    )
+
+
+SUITES: dict[str, Suite[Any]] = {
+    "rag": Suite("rag", RagExample, run_rag, (f"recall@{K}", "mrr", "grounded", "cites_sources")),
+    "generation": Suite(
+        "generation",
+        GenerationExample,
+        run_generation,
+        ("schema_valid", "required_filled", "link_correct"),
+    ),
+    "tool_use": Suite(
+        "tool_use", ToolUseExample, run_tool_use, ("tool_selected", "argument_accuracy")
+    ),
+    "assistant": Suite("assistant", AssistantExample, run_assistant, ("remembered",)),
+}

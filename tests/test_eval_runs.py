@@ -1,0 +1,224 @@
+"""The evaluation harness end to end: suites run in process with a scripted model (the CI
+gate), through the CLI against the real service over HTTP, and with the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from context_kit_service.evaluation.command import SUITE_NAMES
+from context_kit_service.evaluation.runner import run_suite, summarize
+from context_kit_service.evaluation.suites import SUITES
+from context_kit_service.evaluation.targets import LocalTarget
+from context_kit_service.graphs.generation import LINK_FIELDS
+from context_kit_service.repository.model import load_repository
+from tests.conftest import REPO_ROOT, SAMPLE_REPO, AgentService
+from tests.fakes import ScriptedChatModel, replies
+
+DATASETS = REPO_ROOT / "evals" / "datasets"
+
+
+def examples(suite: str, limit: int | None = None) -> list[Any]:
+    return SUITES[suite].load(DATASETS / f"{suite}.jsonl")[:limit]
+
+
+async def evaluate(suite: str, model: ScriptedChatModel, settings: Any, items: list[Any]) -> dict:
+    target = LocalTarget(settings, chat_model=model)
+    results = await run_suite(SUITES[suite], items, target, progress=False)
+    return summarize(SUITES[suite], results) | {"_results": results}
+
+
+def without_timing(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not k.startswith(("latency", "_"))}
+
+
+def test_the_cli_knows_every_suite() -> None:
+    assert tuple(SUITES) == SUITE_NAMES
+
+
+def test_every_dataset_loads() -> None:
+    assert {name: len(SUITES[name].load(DATASETS / f"{name}.jsonl")) for name in SUITES} == {
+        "rag": 44,
+        "generation": 7,
+        "tool_use": 6,
+        "assistant": 3,
+    }
+
+
+def test_a_bad_dataset_line_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "rag.jsonl"
+    bad.write_text('{"id": "q1", "question": "ok?", "relevant": ["T-001"]}\n{"id": "q2"}\n')
+    with pytest.raises(ValueError, match=r"rag.jsonl:2: not a rag example: 2 validation errors"):
+        SUITES["rag"].load(bad)
+
+
+async def test_scripted_rag_scores_retrieval_and_citations(make_settings) -> None:
+    items = examples("rag", 4)
+    # Cites the first relevant id, then an id it was never given.
+    model = replies(*(f"See [{e.relevant[0]}]." for e in items[:3]), "See [T-999].")
+    summary = await evaluate("rag", model, make_settings(repo_path=SAMPLE_REPO), items)
+    assert without_timing(summary) == {
+        "examples": 4,
+        "recall@5": 1.0,
+        "mrr": 0.8333,
+        "grounded": 0.75,
+        "cites_sources": 1.0,
+        "prompt_tokens": 400,
+        "completion_tokens": 80,
+        "errors": 0,
+    }
+
+
+def draft_for(entity_type: str) -> dict[str, Any]:
+    """A valid draft: a sample entity of that type without its id and links."""
+    repository = load_repository(SAMPLE_REPO)
+    entity = next(e for e in repository.entities.values() if e.type == entity_type)
+    skipped = {"id"} | LINK_FIELDS[entity_type]
+    return {k: v for k, v in entity.data.items() if k not in skipped}
+
+
+async def test_scripted_generation_scores_validity_fields_and_links(make_settings) -> None:
+    items = examples("generation")
+    drafts = [draft_for(e.entity_type) for e in items]
+    drafts[-1] = {"name": "Data principles"}  # governance: invalid three times over
+    model = replies(*drafts, drafts[-1], drafts[-1])
+    summary = await evaluate("generation", model, make_settings(repo_path=SAMPLE_REPO), items)
+    assert without_timing(summary) == {
+        "examples": 7,
+        "schema_valid": 0.8571,
+        "required_filled": 0.8929,
+        "link_correct": 1.0,
+        "prompt_tokens": 900,
+        "completion_tokens": 180,
+        "errors": 0,
+    }
+
+
+async def test_scripted_tool_use_scores_selection_and_arguments(make_settings) -> None:
+    items = examples("tool_use")
+    script = []
+    for i, example in enumerate(items):
+        tool, args = example.tool, example.arguments
+        if i == 1:
+            args = {**args, "status": "done"}  # half of the arguments wrong
+        if i == 5:
+            tool, args = "search_entities", {"query": "CSV imports"}  # the wrong tool
+        call = {"name": tool, "args": args, "id": f"c{i}", "type": "tool_call"}
+        script += [AIMessage("", tool_calls=[call]), AIMessage("Done.")]
+    model = ScriptedChatModel(messages=iter(script))
+    summary = await evaluate("tool_use", model, make_settings(repo_path=SAMPLE_REPO), items)
+    assert without_timing(summary) == {
+        "examples": 6,
+        "tool_selected": 0.8333,
+        "argument_accuracy": 0.75,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "errors": 0,
+    }
+
+
+async def test_scripted_assistant_memory_reaches_the_model(make_settings) -> None:
+    items = examples("assistant", 2)
+    model = replies("Noted.", "Your name is Ada.", "Noted.", "I forgot.")
+    summary = await evaluate("assistant", model, make_settings(repo_path=SAMPLE_REPO), items)
+    assert without_timing(summary)["remembered"] == 0.5
+    second_prompt = [m.content for m in model.prompts[1] if m.type != "system"]
+    assert second_prompt == [items[0].turns[0], "Noted.", items[0].turns[1]]
+    results = summary["_results"]
+    assert [r.output for r in results] == [
+        {"answer": "Your name is Ada.", "found": ["Ada"]},
+        {"answer": "I forgot.", "found": []},
+    ]
+
+
+def run_cli(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["CKS_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "context_kit_service.cli", "eval", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_over_http_writes_the_report_and_gates(
+    agent_service: AgentService, tmp_path: Path
+) -> None:
+    out = tmp_path / "run-a"
+    common = ["--target", agent_service.url, "--token", agent_service.token, "--no-progress"]
+    done = run_cli("rag", *common, "--limit", "3", "--out", str(out), "--concurrency", "2")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "latency.png",
+        "metrics.png",
+        "report.json",
+        "report.md",
+        "results.jsonl",
+    ]
+    for plot in ("latency.png", "metrics.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["target"] == agent_service.url
+    assert without_timing(report["summary"]) == {
+        "examples": 3,
+        "recall@5": 1.0,
+        "mrr": 0.7778,
+        "grounded": 1.0,
+        "cites_sources": 1.0,
+        "prompt_tokens": 33,
+        "completion_tokens": 12,
+        "errors": 0,
+    }
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["rag-01", "rag-02", "rag-03"]
+    assert "| recall@5 | 1 |" in (out / "report.md").read_text()
+
+    gated = run_cli("rag", *common, "--limit", "3", "--out", str(tmp_path / "run-b"))
+    assert gated.returncode == 0
+    failing = run_cli(
+        "rag", *common, "--limit", "1", "--out", str(tmp_path / "c"), "--fail-under", "mrr=1.1"
+    )
+    assert failing.returncode == 1
+    assert "FAIL mrr 1 < 1.1" in failing.stderr
+
+    compared = run_cli("compare", str(out), str(tmp_path / "run-b"))
+    assert compared.returncode == 0
+    assert "| recall@5 | 1 | 1 | +0 | same |" in compared.stdout
+
+
+def test_cli_refuses_bad_arguments_with_a_message(tmp_path: Path) -> None:
+    assert run_cli("rag", "--target", "ftp://x").stderr.strip() == (
+        "error: --target must be `local` or an http(s) URL, got 'ftp://x'"
+    )
+    assert run_cli("rag", "--fail-under", "mrr").returncode == 2
+    assert run_cli("compare", str(tmp_path)).returncode == 2
+    missing = run_cli("compare", str(tmp_path), str(tmp_path))
+    assert missing.stderr.strip() == f"error: no report.json at {tmp_path}"
+
+
+@pytest.mark.model
+def test_embedded_model_gate(tmp_path: Path) -> None:
+    """The packaged models on the sample repository, with the CI thresholds."""
+    rag = run_cli(
+        "rag", "--limit", "6", "--no-progress", "--out", str(tmp_path / "rag"),
+        "--fail-under", "recall@5=0.8", "--fail-under", "mrr=0.6", "--fail-under", "grounded=0.8",
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    assert rag.returncode == 0, rag.stdout + rag.stderr
+    generation = run_cli(
+        "generation", "--limit", "3", "--no-progress", "--out", str(tmp_path / "gen"),
+        "--fail-under", "schema_valid=0.66", "--fail-under", "link_correct=1",
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    assert generation.returncode == 0, generation.stdout + generation.stderr
