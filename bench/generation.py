@@ -35,6 +35,11 @@ TASK = {"title": "Add an index on budget lines", "status": "todo", "steps": ["Wr
 
 
 class InstantModel(GenericFakeChatModel):
+    """Answers at once, on the event loop (the base class would hop to a worker thread)."""
+
+    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._generate(messages, *args, **kwargs)
+
     def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kw: Any) -> Any:  # type: ignore[override]
         return structured(self, JsonOutputParser(), include_raw=include_raw)
 

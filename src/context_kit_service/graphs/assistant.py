@@ -180,7 +180,7 @@ async def finish(state: State) -> dict[str, Any]:
 # --- routing ---------------------------------------------------------------------------------
 
 
-def route_model_output(state: State) -> Literal["tools", "request_approval", "finish"]:
+async def route_model_output(state: State) -> Literal["tools", "request_approval", "finish"]:
     last = state.messages[-1]
     if not isinstance(last, AIMessage) or not last.tool_calls:
         return "finish"
@@ -189,7 +189,7 @@ def route_model_output(state: State) -> Literal["tools", "request_approval", "fi
     return "tools"
 
 
-def route_after_approval(state: State) -> Literal["tools", "call_model"]:
+async def route_after_approval(state: State) -> Literal["tools", "call_model"]:
     return "call_model" if isinstance(state.messages[-1], ToolMessage) else "tools"
 
 

@@ -342,11 +342,11 @@ def _since(started_at: float) -> float:
 # --- routing ---------------------------------------------------------------------------------
 
 
-def route_after_context(state: State) -> Literal["draft_entity", "__end__"]:
+async def route_after_context(state: State) -> Literal["draft_entity", "__end__"]:
     return "__end__" if state.status == "error" else "draft_entity"
 
 
-def route_after_validation(
+async def route_after_validation(
     state: State,
 ) -> Literal["finish", "request_approval", "draft_entity", "give_up"]:
     if state.valid:
@@ -354,11 +354,11 @@ def route_after_validation(
     return "draft_entity" if state.attempts < state.max_attempts else "give_up"
 
 
-def route_after_approval(state: State) -> Literal["save_entity", "__end__"]:
+async def route_after_approval(state: State) -> Literal["save_entity", "__end__"]:
     return "__end__" if state.status == "rejected" else "save_entity"
 
 
-def route_after_save(state: State) -> Literal["finish", "__end__"]:
+async def route_after_save(state: State) -> Literal["finish", "__end__"]:
     return "__end__" if state.status == "error" else "finish"
 
 

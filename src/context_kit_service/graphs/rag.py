@@ -116,7 +116,7 @@ async def say_nothing_found(state: State) -> dict[str, Any]:
 # --- routing ---------------------------------------------------------------------------------
 
 
-def route_after_retrieval(state: State) -> Literal["answer_question", "say_nothing_found"]:
+async def route_after_retrieval(state: State) -> Literal["answer_question", "say_nothing_found"]:
     return "answer_question" if state.sources else "say_nothing_found"
 
 

@@ -123,17 +123,19 @@ def _since(started: float) -> float:
 # --- routing ---------------------------------------------------------------------------------
 
 
-def route_after_validation(state: State) -> Literal["request_approval", "execute_tool", "__end__"]:
+async def route_after_validation(
+    state: State,
+) -> Literal["request_approval", "execute_tool", "__end__"]:
     if state.status == "error":
         return "__end__"
     return "request_approval" if state.tool in WRITE_TOOLS else "execute_tool"
 
 
-def route_after_approval(state: State) -> Literal["execute_tool", "__end__"]:
+async def route_after_approval(state: State) -> Literal["execute_tool", "__end__"]:
     return "__end__" if state.status in ("rejected", "error") else "execute_tool"
 
 
-def route_after_execution(state: State) -> Literal["shape_result", "__end__"]:
+async def route_after_execution(state: State) -> Literal["shape_result", "__end__"]:
     return "__end__" if state.status == "error" else "shape_result"
 
 

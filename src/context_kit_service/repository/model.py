@@ -207,7 +207,9 @@ class Repository:
         """A view of this repository with `changed` entities added or replaced (not written)."""
         entities = dict(self.entities)
         entities.update({entity.id: entity for entity in changed})
-        return replace(self, entities=entities)
+        view = replace(self, entities=entities)
+        view.__dict__["_validators"] = self._validators  # same schemas: share the compiled ones
+        return view
 
     def backlinked_features(self, entity: Entity) -> list[Entity]:
         """Features that must list a new story, spec or task for links to stay two-way,

@@ -36,10 +36,15 @@ class EntityType:
 
     @property
     def id_pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"^{re.escape(self.prefix)}-(\d+)$")
+        return _id_pattern(self.prefix)
 
     def format_id(self, number: int) -> str:
         return f"{self.prefix}-{number:03d}"
+
+
+@cache
+def _id_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-(\d+)$")
 
 
 _DEPENDENCY_TARGETS: tuple[EntityTypeName, ...] = ("service", "package")
