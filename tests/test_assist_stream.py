@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import AIMessage
+from pydantic import Field
 
 from context_kit_service.server import create_app
 from tests.conftest import SAMPLE_REPO
@@ -199,6 +203,12 @@ class SlowModel(ScriptedChatModel):
         from langchain_core.messages import AIMessageChunk
         from langchain_core.outputs import ChatGenerationChunk
 
+        scripted = next(self.messages, None)
+        if scripted is not None:  # a scripted turn first (a tool call), then the long answer
+            self.messages = itertools.chain([scripted], self.messages)
+            for chunk in self._stream(messages, *args, **kwargs):
+                yield chunk
+            return
         try:
             for i in range(500):
                 await asyncio.sleep(0.02)
@@ -237,6 +247,69 @@ def test_a_client_disconnect_stops_the_model(make_settings) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class SlowSearchEmbeddings(DeterministicFakeEmbedding):
+    """Embeds documents at once and a search query in 1 s (a tool that takes a while)."""
+
+    queries: list[str] = Field(default_factory=list)
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries.append("started")
+        time.sleep(1.0)
+        self.queries.append("finished")
+        return super().embed_query(text)
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """A real uvicorn server on its own event loop (which the test can inspect)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True
+    )
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", loop
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        loop.close()
+
+
+def running_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
+    async def snapshot() -> list[str]:
+        current = asyncio.current_task()
+        return sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not current)
+
+    return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(5)
+
+
+def test_a_disconnect_during_a_tool_cancels_the_run_and_leaves_no_task(make_settings) -> None:
+    call = {"name": "search_context", "args": {"query": "budgets"}, "id": "s1", "type": "tool_call"}
+    # After the tool, the model would talk for 10 s: a run left alive would still be going.
+    model = SlowModel(messages=iter([AIMessage("", tool_calls=[call])]), produced=[], closed=[])
+    embeddings = SlowSearchEmbeddings(size=16)
+    settings = make_settings(repo_path=SAMPLE_REPO, heartbeat_s=0.1)
+    app = create_app(settings, chat_model=model, embeddings=embeddings)
+    with serve_in_thread(app) as (url, loop):
+        idle = running_tasks(loop)
+        with httpx.stream(
+            "POST", f"{url}/ai/assist/stream", json={"question": "Budgets?"}, timeout=30
+        ) as response:
+            for line in response.iter_lines():
+                if line == ": heartbeat" and embeddings.queries:  # the tool is running
+                    break
+        assert embeddings.queries == ["started"]
+        time.sleep(1.5)  # the worker thread finishes the embedding it had started
+        assert embeddings.queries == ["started", "finished"]
+        assert model.produced == []  # the model was never asked again
+        assert running_tasks(loop) == idle
 
 
 def test_the_langserve_route_shares_threads_and_streams_tokens(client_for) -> None:

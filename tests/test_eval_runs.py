@@ -211,13 +211,13 @@ def test_cli_refuses_bad_arguments_with_a_message(tmp_path: Path) -> None:
 def test_embedded_model_gate(tmp_path: Path) -> None:
     """The packaged models on the sample repository, with the CI thresholds."""
     rag = run_cli(
-        "rag", "--limit", "6", "--no-progress", "--out", str(tmp_path / "rag"),
+        "rag", "--limit", "6", "--temperature", "0", "--no-progress", "--out", str(tmp_path / "rag"),
         "--fail-under", "recall@5=0.8", "--fail-under", "mrr=0.6", "--fail-under", "grounded=0.8",
         data_dir=tmp_path / "data",
     )  # fmt: skip
     assert rag.returncode == 0, rag.stdout + rag.stderr
     generation = run_cli(
-        "generation", "--limit", "3", "--no-progress", "--out", str(tmp_path / "gen"),
+        "generation", "--limit", "3", "--temperature", "0", "--no-progress", "--out", str(tmp_path / "gen"),
         "--fail-under", "schema_valid=0.66", "--fail-under", "link_correct=1",
         data_dir=tmp_path / "data",
     )  # fmt: skip

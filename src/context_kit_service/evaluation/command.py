@@ -35,6 +35,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--token", help="the service's token (default: $CKS_AUTH_TOKEN)")
     parser.add_argument("--provider", help="chat model provider for this run")
     parser.add_argument("--model", help="model name for this run")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
     parser.add_argument("--concurrency", type=int, default=1, help="examples run at once")
     parser.add_argument("--dataset", type=Path, help="default: evals/datasets/<suite>.jsonl")
     parser.add_argument("--limit", type=int, help="only the first N examples")
@@ -73,11 +74,19 @@ def _target(args: argparse.Namespace) -> Target:
 
     if args.target == "local":
         settings = load_settings(repo_path=args.repo.resolve())
-        return LocalTarget(settings, provider=args.provider, model=args.model)
+        return LocalTarget(
+            settings, provider=args.provider, model=args.model, temperature=args.temperature
+        )
     if not args.target.startswith(("http://", "https://")):
         raise ValueError(f"--target must be `local` or an http(s) URL, got {args.target!r}")
     token = args.token or os.environ.get("CKS_AUTH_TOKEN")
-    return HttpTarget(args.target, token=token, provider=args.provider, model=args.model)
+    return HttpTarget(
+        args.target,
+        token=token,
+        provider=args.provider,
+        model=args.model,
+        temperature=args.temperature,
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -116,6 +125,7 @@ async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> i
         "target": target.name,
         "provider": args.provider,
         "model": args.model,
+        "temperature": args.temperature,
         "concurrency": args.concurrency,
         "started": started.isoformat(timespec="seconds"),
     }

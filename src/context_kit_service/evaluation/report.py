@@ -50,7 +50,9 @@ def markdown(meta: dict[str, Any], summary: dict[str, float], results: list[Exam
         f"# Evaluation: {meta['suite']}",
         "",
         f"Target `{meta['target']}`, provider `{meta.get('provider') or 'default'}`, "
-        f"model `{meta.get('model') or 'default'}`, {meta['started']}.",
+        f"model `{meta.get('model') or 'default'}`, temperature "
+        f"{'default' if meta.get('temperature') is None else meta['temperature']}, "
+        f"{meta['started']}.",
         "",
         "| metric | value |",
         "|---|---|",

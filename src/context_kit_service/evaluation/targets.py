@@ -42,8 +42,11 @@ class Target(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _overrides(provider: str | None, model: str | None) -> dict[str, Any]:
-    return {k: v for k, v in {"provider": provider, "model": model}.items() if v}
+def _overrides(
+    provider: str | None, model: str | None, temperature: float | None
+) -> dict[str, Any]:
+    chosen = {"provider": provider, "model": model, "temperature": temperature}
+    return {k: v for k, v in chosen.items() if v is not None and v != ""}
 
 
 @dataclass
@@ -53,6 +56,7 @@ class LocalTarget:
     settings: Settings
     provider: str | None = None
     model: str | None = None
+    temperature: float | None = None
     chat_model: BaseChatModel | None = None
     """A model instance to use instead of the configured one (scripted evaluations)."""
     name: str = "local"
@@ -72,7 +76,7 @@ class LocalTarget:
     def _config(self, thread_id: str | None) -> RunnableConfig:
         configurable: dict[str, Any] = {
             SETTINGS_KEY: self.settings,
-            **_overrides(self.provider, self.model),
+            **_overrides(self.provider, self.model, self.temperature),
         }
         if self.chat_model is not None:
             configurable[MODEL_KEY] = self.chat_model
@@ -103,6 +107,7 @@ class HttpTarget:
     token: str | None = None
     provider: str | None = None
     model: str | None = None
+    temperature: float | None = None
     timeout_s: float = 600
     name: str = ""
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -127,7 +132,7 @@ class HttpTarget:
     async def invoke(
         self, graph: GraphName, payload: dict[str, Any], thread_id: str | None = None
     ) -> dict[str, Any]:
-        configurable = _overrides(self.provider, self.model)
+        configurable = _overrides(self.provider, self.model, self.temperature)
         if thread_id:
             configurable["thread_id"] = thread_id
         result: dict[str, Any] = await self._remote(graph).ainvoke(

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
 from context_kit_service import __version__
@@ -29,14 +30,19 @@ def create_app(
     *,
     health: HealthChecker | None = None,
     chat_model: BaseChatModel | None = None,
+    embeddings: Embeddings | None = None,
 ) -> FastAPI:
     """Build the service. Cheap: models and indexes load lazily, on first use.
 
-    `chat_model` replaces the configured providers for every graph (tests, evals, embedding).
+    `chat_model` and `embeddings` replace the configured providers for every graph (tests,
+    evals, embedding the service in another program).
     """
     settings = settings or get_settings()
     state = ServiceState(
-        settings=settings, health=health or HealthChecker(settings), chat_model=chat_model
+        settings=settings,
+        health=health or HealthChecker(settings),
+        chat_model=chat_model,
+        embeddings=embeddings,
     )
 
     @asynccontextmanager

@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 
-from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
+from context_kit_service.graphs.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.settings import Settings
 
@@ -31,12 +32,16 @@ class ServiceState:
     """Opened in the lifespan; threads of the assistant live there."""
     chat_model: BaseChatModel | None = None
     """A chat model passed in by whoever built the app; None means the configured providers."""
+    embeddings: Embeddings | None = None
+    """Embeddings passed in the same way; None means the configured provider."""
 
     def server_configurable(self) -> dict[str, Any]:
         """What the server adds to every run's `configurable` (clients cannot set these)."""
         values: dict[str, Any] = {SETTINGS_KEY: self.settings}
         if self.chat_model is not None:
             values[MODEL_KEY] = self.chat_model
+        if self.embeddings is not None:
+            values[EMBEDDINGS_KEY] = self.embeddings
         return values
 
     def graph(self, name: str) -> Pregel[Any, Any, Any, Any]:
