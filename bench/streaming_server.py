@@ -20,6 +20,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
+from context_kit_service.cli import tune_gc
 from context_kit_service.server import create_app
 from context_kit_service.settings import load_settings
 
@@ -60,6 +61,7 @@ def main() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
+    tune_gc()  # as `context-kit-service serve` does once it is up
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
