@@ -10,7 +10,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from context_kit_service.graphs.assistant import MAX_TOOL_ROUNDS, builder, fit_to_window, graph
+from context_kit_service.graphs.assistant import (
+    ASSISTANT_TOOLS,
+    MAX_TOOL_ROUNDS,
+    builder,
+    fit_to_window,
+    graph,
+)
 from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.tools.registry import TOOLS_BY_NAME
 from tests.conftest import SAMPLE_REPO
@@ -270,6 +276,10 @@ def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
     assert len(kept) < len(system) + len(conversation)
     short = conversation[:2]
     assert fit_to_window(system, short, model, budget=200) == [*system, *short]
+    # The tools the local model describes in its prompt take room from the conversation.
+    with_tools = fit_to_window(system, conversation, model, budget=1000, tools=ASSISTANT_TOOLS)
+    assert model.get_num_tokens_from_messages(with_tools, tools=ASSISTANT_TOOLS) <= 1000
+    assert len(with_tools) < len(fit_to_window(system, conversation, model, budget=1000))
 
 
 async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
@@ -311,3 +321,16 @@ def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> Non
     assert cut.endswith(" …(cut)")
     assert model.get_num_tokens(cut) <= 120
     assert cut.startswith('{\n "files": [\n  "contexts/tasks/T-000.yaml"')
+
+
+def test_the_local_model_gets_tools_only_when_settings_say_so(make_settings) -> None:
+    from context_kit_service.graphs.assistant import offers_tools
+    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+
+    local = LocalChatModel(model_path=str(default_gguf_path()))
+    scripted = script(AIMessage("hi"))
+    assert [
+        offers_tools(local, make_settings()),
+        offers_tools(local, make_settings(local_tools=True)),
+        offers_tools(scripted, make_settings()),
+    ] == [False, True, True]

@@ -84,3 +84,9 @@ def test_paths_are_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     settings = Settings(_env_file=None, repo_path="repo", allowed_repos=["a", "~/b"])  # type: ignore[call-arg]
     assert settings.repo_path == tmp_path / "repo"
     assert settings.allowed_repos == [tmp_path / "a", Path.home() / "b"]
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`CKS_{n.upper()}`" not in readme]
+    assert missing == []

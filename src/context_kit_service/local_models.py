@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,9 +33,11 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict
 
 from context_kit_service.providers import ProviderError
@@ -41,6 +45,24 @@ from context_kit_service.providers import ProviderError
 # A base model continues text; a plain transcript with speaker labels is what it follows best.
 TRANSCRIPT_ROLES = {"system": "", "human": "User", "ai": "Assistant", "tool": "Tool result"}
 TRANSCRIPT_STOP = ["\nUser:", "\nSystem:", "\nTool result:"]
+
+# With tools bound, every assistant turn is one JSON object, and decoding is constrained to
+# exactly these shapes (a grammar from `tool_reply_schema`), so a call is always well formed.
+TOOL_INSTRUCTIONS = """The Assistant answers questions about the repository by calling its tools \
+first and answering from their results. Each reply is one JSON object: a tool call, or the answer.
+Tools:
+{tools}
+
+User: What is T-900 about?
+Assistant: {{"tool": "get_entity", "arguments": {{"entity_id": "T-900"}}}}
+Tool result (get_entity): {{"id": "T-900", "type": "task", "title": "Rotate the signing keys"}}
+Assistant: {{"answer": "T-900 is the task to rotate the signing keys [T-900]."}}
+User: Which services are there?
+Assistant: {{"tool": "list_entities", "arguments": {{"entity_type": "service"}}}}
+Tool result (list_entities): [{{"id": "SVC-900", "title": "Key vault"}}]
+Assistant: {{"answer": "There is one service: SVC-900, the key vault."}}
+"""
+ANSWER_PREFIX = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
 
 
 @lru_cache(maxsize=1)
@@ -59,20 +81,131 @@ def default_embeddings_path() -> Path:
     return path
 
 
-def format_transcript(messages: Sequence[BaseMessage]) -> str:
-    """Render chat messages as a completion prompt ending with the assistant's turn."""
+def format_transcript(
+    messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] | None = None
+) -> str:
+    """Render chat messages as a completion prompt ending with the assistant's turn. With
+    `tools` (OpenAI format), the tools are described first and assistant turns are written in
+    the JSON reply format."""
     parts: list[str] = []
+    if tools:
+        listed = "\n".join(
+            f"- {t['function']['name']}"
+            f"({', '.join(t['function'].get('parameters', {}).get('properties', {}))}): "
+            f"{' '.join(t['function'].get('description', '').split())}"
+            for t in tools
+        )
+        parts.append(TOOL_INSTRUCTIONS.format(tools=listed))
     for message in messages:
         text = message.text if hasattr(message, "text") else str(message.content)
         if isinstance(message, SystemMessage):
             parts.append(text.strip() + "\n")
         elif isinstance(message, ToolMessage):
             parts.append(f"{TRANSCRIPT_ROLES['tool']} ({message.name or 'tool'}): {text.strip()}")
+        elif tools and isinstance(message, AIMessage):
+            reply: dict[str, Any] = {"answer": text.strip()}
+            if message.tool_calls:
+                call = message.tool_calls[0]
+                reply = {"tool": call["name"], "arguments": call["args"]}
+            parts.append(f"Assistant: {json.dumps(reply, ensure_ascii=False)}")
         else:
             label = TRANSCRIPT_ROLES.get(message.type, message.type.capitalize())
             parts.append(f"{label}: {text.strip()}")
     parts.append("Assistant:")
     return "\n".join(parts)
+
+
+def tool_reply_schema(tools: Sequence[dict[str, Any]], tool_choice: Any = None) -> dict[str, Any]:
+    """The JSON schema of a reply with tools bound: an answer, or one call of a bound tool
+    with arguments that fit its parameters. `tool_choice` as in LangChain's `bind_tools`:
+    "any"/"required" allows calls only, a tool's name that call only. (The answer has no
+    `maxLength`: `max_tokens` bounds it, and a long bound becomes a grammar so deeply nested
+    that llama.cpp crashes on it.)"""
+
+    def closed(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": {}, **schema, "additionalProperties": False}
+
+    answer = closed(
+        {
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+        }
+    )
+    calls = [
+        closed(
+            {
+                "properties": {
+                    "tool": {"const": t["function"]["name"]},
+                    "arguments": closed(t["function"].get("parameters") or {}),
+                },
+                "required": ["tool", "arguments"],
+            }
+        )
+        for t in tools
+        if tool_choice in (None, "auto", "any", "required") or t["function"]["name"] == tool_choice
+    ]
+    if not calls and tool_choice not in (None, "auto"):
+        raise ValueError(f"tool_choice {tool_choice!r} names no bound tool")
+    return {"anyOf": calls if tool_choice not in (None, "auto") else [answer, *calls]}
+
+
+def parse_tool_reply(text: str) -> AIMessage:
+    """A reply in the tool format as an AIMessage: text content, or one tool call."""
+    try:
+        reply = json.loads(text)
+    except json.JSONDecodeError:
+        return AIMessage(content=AnswerStream().feed(text))  # cut short: keep what was said
+    if isinstance(reply, dict) and "tool" in reply:
+        call = {
+            "name": str(reply["tool"]),
+            "args": reply.get("arguments") or {},
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "tool_call",
+        }
+        return AIMessage(content="", tool_calls=[call])
+    return AIMessage(content=str(reply.get("answer", "")) if isinstance(reply, dict) else text)
+
+
+class AnswerStream:
+    """Turns the growing text of a tool-format reply into answer text as it arrives, so an
+    answer still streams token by token; a tool call yields nothing until it is complete."""
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.sent = ""
+
+    def feed(self, token: str) -> str:
+        """The new answer text that `token` completes ("" while undecided or for a call)."""
+        self.raw += token
+        match = ANSWER_PREFIX.match(self.raw)
+        if match is None:
+            return ""
+        body, escaped = [], False
+        for char in self.raw[match.end() :]:
+            if escaped:
+                body.append(char)
+                escaped = False
+            elif char == "\\":
+                body.append(char)
+                escaped = True
+            elif char == '"':
+                break
+            else:
+                body.append(char)
+        if escaped:
+            body.pop()
+        text = "".join(body)
+        while text:  # drop an unfinished \uXXXX escape until it is whole
+            try:
+                decoded: str = json.loads(f'"{text}"')
+                break
+            except json.JSONDecodeError:
+                text = text[:-1]
+        else:
+            decoded = ""
+        delta = decoded[len(self.sent) :]
+        self.sent = decoded
+        return delta
 
 
 @dataclass
@@ -119,7 +252,9 @@ class LlamaRuntime:
         return self._llama
 
     def grammar(self, json_schema: dict[str, Any]) -> Any:
-        key = json.dumps(_without_patterns(json_schema), sort_keys=True)
+        """The compiled grammar for a schema, cached. Properties keep the schema's order: the
+        model writes them in that order (a tool's name before its arguments)."""
+        key = json.dumps(_without_patterns(json_schema))
         if key not in self._grammars:
             from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -251,13 +386,25 @@ class LocalChatModel(BaseChatModel):
         return get_runtime(self.model_path, self.n_ctx, self.n_threads)
 
     def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
+        tools = kwargs.get("tools")
+        json_schema = kwargs.get("json_schema")
+        if tools and json_schema is None:
+            json_schema = tool_reply_schema(tools, kwargs.get("tool_choice"))
         return {
-            "max_tokens": int(kwargs.get("max_tokens", self.max_tokens)),
+            "max_tokens": max_tokens,
             "temperature": float(kwargs.get("temperature", self.temperature)),
             "stop": stop or self.stop or TRANSCRIPT_STOP,
-            "json_schema": kwargs.get("json_schema"),
+            "json_schema": json_schema,
             "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
         }
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Tokens of the prompt these messages (and tools) become, by the model's tokenizer."""
+        openai_tools = [convert_to_openai_tool(t) for t in tools] if tools else None
+        return self.runtime.count_tokens(format_transcript(messages, openai_tools), add_bos=True)
 
     def get_token_ids(self, text: str) -> list[int]:
         """The model's own tokenizer (LangChain's default would download GPT-2's). Tokenizing
@@ -283,10 +430,18 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        tools = kwargs.get("tools")
         completion = self.runtime.complete(
-            format_transcript(messages), **self._options(stop, kwargs)
+            format_transcript(messages, tools), **self._options(stop, kwargs)
         )
-        return self._result(completion)
+        result = self._result(completion)
+        if tools:
+            message = result.generations[0].message
+            reply = parse_tool_reply(completion.text)
+            reply.usage_metadata = getattr(message, "usage_metadata", None)
+            reply.response_metadata = message.response_metadata
+            result = ChatResult(generations=[ChatGeneration(message=reply)])
+        return result
 
     def _stream(
         self,
@@ -297,10 +452,12 @@ class LocalChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         result = self._generate(messages, stop, run_manager, **kwargs)
         message = result.generations[0].message
+        assert isinstance(message, AIMessage)
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content=message.content,
-                usage_metadata=getattr(message, "usage_metadata", None),
+                tool_call_chunks=_call_chunks(message),
+                usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata,
             )
         )
@@ -313,12 +470,15 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         chunks = [chunk async for chunk in self._astream(messages, stop, run_manager, **kwargs)]
-        text = "".join(str(chunk.message.content) for chunk in chunks)
-        last = chunks[-1].message
+        merged = chunks[0].message
+        for chunk in chunks[1:]:
+            merged += chunk.message
+        assert isinstance(merged, AIMessageChunk)
         message = AIMessage(
-            content=text.strip(),
-            usage_metadata=getattr(last, "usage_metadata", None),
-            response_metadata=last.response_metadata,
+            content=str(merged.content).strip(),
+            tool_calls=merged.tool_calls,
+            usage_metadata=merged.usage_metadata,
+            response_metadata=chunks[-1].message.response_metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -333,8 +493,10 @@ class LocalChatModel(BaseChatModel):
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
         runtime = self.runtime
-        prompt = format_transcript(messages)
+        tools = kwargs.get("tools")
+        prompt = format_transcript(messages, tools)
         options = self._options(stop, kwargs)
+        answer = AnswerStream() if tools else None
 
         def emit(kind: str, payload: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
@@ -354,15 +516,20 @@ class LocalChatModel(BaseChatModel):
             while True:
                 kind, payload = await queue.get()
                 if kind == "token":
-                    text = payload.lstrip() if first else payload
+                    text = answer.feed(payload) if answer else payload
+                    text = text.lstrip() if first else text
+                    if not text:
+                        continue
                     first = False
                     if run_manager is not None:
                         await run_manager.on_llm_new_token(text)
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
                 elif kind == "done":
+                    reply = parse_tool_reply(payload.text) if answer else AIMessage("")
                     yield ChatGenerationChunk(
                         message=AIMessageChunk(
                             content="",
+                            tool_call_chunks=_call_chunks(reply),
                             usage_metadata=_usage(payload),
                             response_metadata={
                                 "finish_reason": payload.finish_reason,
@@ -378,11 +545,14 @@ class LocalChatModel(BaseChatModel):
             cancel.set()
             await asyncio.shield(job)
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:  # type: ignore[override]
-        """Tools are not offered to the local model: a small base model cannot call them
-        reliably, so the assistant answers from the conversation alone. (A grammar-constrained
-        tool-call format is the way to add them.)"""
-        return self
+    def bind_tools(  # type: ignore[override]
+        self, tools: Any, *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer `tools`: they are described in the prompt, and decoding is constrained to an
+        answer or one well-formed call of a bound tool (`tool_reply_schema`)."""
+        openai_tools = [convert_to_openai_tool(t) for t in tools]
+        tool_reply_schema(openai_tools, tool_choice)  # refuse a bad tool_choice now
+        return self.bind(tools=openai_tools, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(  # type: ignore[override]
         self,
@@ -400,6 +570,13 @@ class LocalChatModel(BaseChatModel):
             json_schema = schema
             parser = JsonOutputParser()
         return structured(self.bind(json_schema=json_schema), parser, include_raw=include_raw)
+
+
+def _call_chunks(message: AIMessage) -> list[Any]:
+    return [
+        tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+        for i, c in enumerate(message.tool_calls)
+    ]
 
 
 def structured(

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(
         None, gt=0, description="CPU threads for the local model (default: all cores)."
     )
+    local_tools: bool = Field(
+        False,
+        description="Offer the assistant's tools to the local model. Off by default: the "
+        "packaged 270M model calls them poorly and each call delays the answer; turn it on for "
+        "a larger GGUF.",
+    )
 
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
     embeddings_model: str | None = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -28,6 +29,7 @@ from context_kit_service.graphs import prompts
 from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
 from context_kit_service.local_models import LocalChatModel
 from context_kit_service.providers import as_provider_error
+from context_kit_service.settings import Settings
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import REPOSITORY_TOOLS, WRITE_TOOLS
 from context_kit_service.tools.retrieval_tool import search_context
@@ -97,24 +99,40 @@ def bounded_snapshot(snapshot: dict[str, Any], model: BaseChatModel, budget: int
 
 
 def fit_to_window(
-    system: list[BaseMessage], conversation: list[BaseMessage], model: BaseChatModel, budget: int
+    system: list[BaseMessage],
+    conversation: list[BaseMessage],
+    model: BaseChatModel,
+    budget: int,
+    tools: Sequence[Any] = (),
 ) -> list[BaseMessage]:
     """`system` then as much of the latest conversation as fits in `budget` tokens (the
-    model's tokenizer when it has one offline, else LangChain's approximate counter). When the
-    conversation must be cut, the kept part starts on a human turn."""
+    model's tokenizer when it has one offline, else LangChain's approximate counter), with
+    room for the `tools` the model describes in its own prompt. When the conversation must be
+    cut, the kept part starts on a human turn."""
     counter = _counter(model)
     count = counter.get_num_tokens_from_messages if isinstance(counter, BaseChatModel) else counter
-    if count([*system, *conversation]) <= budget:
+
+    def fixed(messages: list[BaseMessage]) -> int:
+        if isinstance(counter, BaseChatModel) and tools:
+            return counter.get_num_tokens_from_messages(messages, tools=list(tools))
+        return count(messages)
+
+    if fixed([*system, *conversation]) <= budget:
         return [*system, *conversation]
     kept = trim_messages(
         conversation,
-        max_tokens=max(0, budget - count(system)),
+        max_tokens=max(0, budget - fixed(system)),
         token_counter=counter,
         strategy="last",
         start_on="human",
         allow_partial=False,
     )
     return [*system, *kept]
+
+
+def offers_tools(model: BaseChatModel, settings: Settings) -> bool:
+    """Every provider's model gets the tools; the local one when `CKS_LOCAL_TOOLS` is on."""
+    return settings.local_tools or not isinstance(model, LocalChatModel)
 
 
 async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
@@ -125,10 +143,13 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     if state.context_snapshot:
         snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
         system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
+    tools = ASSISTANT_TOOLS if offers_tools(model, settings) else []
     # Counting tokens may load the local model: keep it off the event loop.
-    history = await asyncio.to_thread(fit_to_window, system, list(state.messages), model, budget)
+    history = await asyncio.to_thread(
+        fit_to_window, system, list(state.messages), model, budget, tools
+    )
     try:
-        reply = await model.bind_tools(ASSISTANT_TOOLS).ainvoke(history, config)
+        reply = await (model.bind_tools(tools) if tools else model).ainvoke(history, config)
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
     assert isinstance(reply, AIMessage)
