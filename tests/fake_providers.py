@@ -64,17 +64,23 @@ def _openai_completion(model: str) -> dict[str, Any]:
 
 
 async def _openai_stream(model: str) -> AsyncIterator[str]:
+    async for line in _sse(model, [{"content": token} for token in REPLY], "stop"):
+        yield line
+
+
+async def _sse(model: str, deltas: list[dict[str, Any]], finish: str) -> AsyncIterator[str]:
+    """An OpenAI chat-completion stream: the deltas, the finish reason, the usage, [DONE]."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": model}
-    for index, token in enumerate(REPLY):
-        delta = {"content": token, **({"role": "assistant"} if index == 0 else {})}
+    for index, delta in enumerate(deltas):
+        delta = {**delta, **({"role": "assistant"} if index == 0 else {})}
         choice = {"index": 0, "delta": delta, "finish_reason": None}
         yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
-    stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    stop = {"index": 0, "delta": {}, "finish_reason": finish}
     yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\n"
     usage = {
         "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": len(REPLY),
-        "total_tokens": PROMPT_TOKENS + len(REPLY),
+        "completion_tokens": len(deltas),
+        "total_tokens": PROMPT_TOKENS + len(deltas),
     }
     yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
     yield "data: [DONE]\n\n"
@@ -85,6 +91,12 @@ AGENT_TASK_DRAFT = {
     "status": "todo",
     "steps": ["Write the migration"],
 }
+AGENT_TASK = {
+    "id": "T-011",
+    **AGENT_TASK_DRAFT,
+    "related": {"feature": "FEAT-003"},
+}
+"""The entity the generation graph makes of the draft, linked to FEAT-003 in the sample."""
 AGENT_TOOL_CALL = {
     "id": "call_1",
     "type": "function",
@@ -118,26 +130,15 @@ def _agent_completion(body: dict[str, Any]) -> dict[str, Any]:
 
 async def _agent_stream(body: dict[str, Any]) -> AsyncIterator[str]:
     reply = agent_reply(body)
-    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0}
-    base["model"] = body["model"]
     deltas: list[dict[str, Any]] = [
         {"content": word} for word in re.findall(r"\S+\s*", reply["content"] or "")
     ]
-    deltas += [{**call, "index": i} for i, call in enumerate(reply.get("tool_calls", []))]
-    deltas = [{"tool_calls": [d]} if "function" in d else d for d in deltas]
-    for index, delta in enumerate(deltas):
-        delta = {**delta, **({"role": "assistant"} if index == 0 else {})}
-        choice = {"index": 0, "delta": delta, "finish_reason": None}
-        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+    deltas += [
+        {"tool_calls": [{**call, "index": i}]} for i, call in enumerate(reply.get("tool_calls", []))
+    ]
     finish = "tool_calls" if reply.get("tool_calls") else "stop"
-    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': finish}]})}\n\n"
-    usage = {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": len(deltas),
-        "total_tokens": PROMPT_TOKENS + len(deltas),
-    }
-    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
+    async for line in _sse(body["model"], deltas, finish):
+        yield line
 
 
 def _embedding(text: str, encoding: str | None) -> list[float] | str:

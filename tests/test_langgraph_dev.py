@@ -20,6 +20,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from tests.conftest import REPO_ROOT, SAMPLE_REPO, AgentService
+from tests.fake_providers import AGENT_TASK
 
 RUNS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "tool_execution": (
@@ -35,13 +36,7 @@ RUNS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {
             "status": "completed",
             "valid": True,
-            "entity": {
-                "id": "T-011",
-                "title": "Add an index on budget lines",
-                "status": "todo",
-                "steps": ["Write the migration"],
-                "related": {"feature": "FEAT-003"},
-            },
+            "entity": AGENT_TASK,
         },
     ),
     "rag": ({"query": "How do people sign in with a passkey?"}, {"answer": "See [US-001]."}),

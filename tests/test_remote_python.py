@@ -14,6 +14,7 @@ from langserve import RemoteRunnable
 
 from context_kit_service.tools.registry import TOOLS_BY_NAME
 from tests.conftest import SAMPLE_REPO, AgentService
+from tests.fake_providers import AGENT_TASK
 
 QUESTION = "How do people sign in with a passkey?"
 TASK_REQUEST = {
@@ -84,13 +85,7 @@ def check_rag(output: dict[str, Any], completion_tokens: int) -> None:
 def check_task(output: dict[str, Any], completion_tokens: int = 4) -> None:
     assert without(output, "duration_ms", "thread_id", "yaml") == {
         "status": "completed",
-        "entity": {
-            "id": "T-011",
-            "title": "Add an index on budget lines",
-            "status": "todo",
-            "steps": ["Write the migration"],
-            "related": {"feature": "FEAT-003"},
-        },
+        "entity": AGENT_TASK,
         "valid": True,
         "problems": [],
         "error": None,
@@ -240,3 +235,38 @@ async def test_a_client_cannot_point_the_service_at_another_server(
     async with remote(agent_service, "/graphs/rag") as rag:
         output = await rag.ainvoke({"query": QUESTION}, {"configurable": evil})
     check_rag(output, completion_tokens=4)
+
+
+ENDPOINTS = ["invoke", "batch", "stream", "stream_log", "stream_events"]
+SCHEMAS = ["input_schema", "output_schema", "config_schema"]
+OUTPUT_FIELDS = {
+    "/graphs/tools": {
+        "status", "tool", "result", "error", "duration_ms", "approval_request", "thread_id",
+    },
+    "/graphs/rag": {
+        "answer", "sources", "cited_ids", "retrieval_ms", "generation_ms", "model",
+        "prompt_tokens", "completion_tokens",
+    },
+    "/graphs/generate": {
+        "status", "entity", "yaml", "valid", "problems", "error", "attempts", "saved_path",
+        "prompt_tokens", "completion_tokens", "duration_ms", "model", "provider",
+        "approval_request", "thread_id",
+    },
+    "/graphs/assistant": {"answer", "transcript"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", list(OUTPUT_FIELDS))
+def test_every_graph_has_the_whole_langserve_route_set(
+    agent_service: AgentService, path: str
+) -> None:
+    openapi = httpx.get(f"{agent_service.url}/openapi.json", headers=agent_service.headers).json()
+    assert {f"{path}/{name}" for name in ENDPOINTS} <= set(openapi["paths"])
+    for name in SCHEMAS:
+        response = httpx.get(f"{agent_service.url}{path}/{name}", headers=agent_service.headers)
+        assert response.status_code == 200, name
+    output = httpx.get(f"{agent_service.url}{path}/output_schema", headers=agent_service.headers)
+    # Plain fields only: no `messages` key, which the JavaScript client would rewrite.
+    assert set(output.json()["properties"]) == OUTPUT_FIELDS[path]
+    page = httpx.get(f"{agent_service.url}{path}/playground/", headers=agent_service.headers)
+    assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
