@@ -158,6 +158,50 @@ def test_a_write_pauses_the_stream_for_approval(client_for, sample_copy) -> None
     assert task.read_text() == before.replace("status: todo", "status: doing")
 
 
+def test_the_langserve_route_pauses_for_approval_and_resumes(client_for, sample_copy) -> None:
+    call = {
+        "name": "patch_entity",
+        "args": {"entity_id": "T-004", "changes": {"status": "doing"}},
+        "id": "w1",
+        "type": "tool_call",
+    }
+    client, _ = client_for(AIMessage("", tool_calls=[call]), AIMessage("T-004 is in progress."))
+    task = sample_copy / "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+    before = task.read_text()
+    config = {"configurable": {"thread_id": "lw"}}
+    turn = {
+        "messages": [{"type": "human", "content": "Start T-004"}],
+        "repo_path": str(sample_copy),
+    }
+    paused = client.post("/graphs/assistant/invoke", json={"input": turn, "config": config})
+    request = {
+        "type": "approval",
+        "toolCalls": [{"id": "w1", "tool": "patch_entity", "arguments": call["args"]}],
+        "repoPath": str(sample_copy),
+        "message": "The assistant wants to change the repository. Approve?",
+    }
+    assert paused.json()["output"] == {
+        "answer": "",
+        "transcript": [
+            {"role": "user", "content": "Start T-004"},
+            {
+                "role": "assistant",
+                "content": "",
+                "toolCalls": [{"id": "w1", "name": "patch_entity", "args": call["args"]}],
+            },
+        ],
+        "approval_request": request,
+    }
+    assert task.read_text() == before
+    resume = {"input": {"approval": {"approved": True}}, "config": config}
+    done = client.post("/graphs/assistant/invoke", json=resume).json()["output"]
+    assert (done["answer"], done["approval_request"]) == ("T-004 is in progress.", None)
+    assert [m["role"] for m in done["transcript"]] == ["user", "assistant", "tool", "assistant"]
+    assert task.read_text() == before.replace("status: todo", "status: doing")
+    again = client.post("/graphs/assistant/invoke", json=resume)
+    assert (again.status_code, again.json()["code"]) == (409, "NO_PENDING_APPROVAL")
+
+
 def test_a_provider_failure_is_an_error_event_with_a_code(make_settings) -> None:
     settings = make_settings(repo_path=SAMPLE_REPO, provider="ollama", base_url=closed_port_url())
     with TestClient(create_app(settings)) as client:
@@ -331,6 +375,7 @@ def test_the_langserve_route_shares_threads_and_streams_tokens(client_for) -> No
             {"role": "user", "content": "I am Ada"},
             {"role": "assistant", "content": "Hello Ada."},
         ],
+        "approval_request": None,
     }
     streamed = turn("Who am I?", "lc1", "stream_events").text
     tokens = [

@@ -101,6 +101,7 @@ async def test_the_output_is_plain_json_answer_and_transcript(make_settings) -> 
             },
             {"role": "assistant", "content": "Recovery links expire after 15 minutes [T-002]."},
         ],
+        "approval_request": None,
     }
 
 

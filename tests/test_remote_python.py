@@ -65,6 +65,7 @@ async def expected_assistant_output() -> dict[str, Any]:
             },
             {"role": "assistant", "content": "See [FEAT-001]."},
         ],
+        "approval_request": None,
     }
 
 
@@ -252,7 +253,7 @@ OUTPUT_FIELDS = {
         "prompt_tokens", "completion_tokens", "duration_ms", "model", "provider",
         "approval_request", "thread_id",
     },
-    "/graphs/assistant": {"answer", "transcript"},
+    "/graphs/assistant": {"answer", "transcript", "approval_request"},
 }  # fmt: skip
 
 

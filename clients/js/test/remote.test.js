@@ -183,6 +183,7 @@ test("assistant: invoke, batch, stream and streamEvents, tool calls as plain dat
       { role: "tool", content: JSON.stringify(feature.result), toolCallId: "call_1" },
       { role: "assistant", content: "See [FEAT-001]." },
     ],
+    approval_request: null,
   };
   const normalized = (output) => ({
     ...output,

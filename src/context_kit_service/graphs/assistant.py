@@ -2,7 +2,7 @@
 before any tool that writes.
 
     prepare -> call_model -> tools -> call_model -> ... -> finish -> END
-                          \\-> request_approval -> tools | call_model
+                          \\-> propose_change -> request_approval -> tools | call_model
 
 The output is plain JSON (`answer`, `transcript`), not LangChain messages, so every client
 receives it whole (the JavaScript RemoteRunnable rewrites any output with a `messages` key).
@@ -53,6 +53,10 @@ class OutputState(BaseModel):
     transcript: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The whole conversation as plain JSON: role, content, toolCalls, toolCallId.",
+    )
+    approval_request: dict[str, Any] | None = Field(
+        default=None,
+        description="A change waiting for approval: answer with `approval` on the same thread.",
     )
 
 
@@ -159,32 +163,46 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     return {"messages": [reply], "tool_rounds": state.tool_rounds + bool(reply.tool_calls)}
 
 
+async def propose_change(state: State) -> dict[str, Any]:
+    """Put the proposed write in the output, so a client sees it while the run waits."""
+    last = state.messages[-1]
+    assert isinstance(last, AIMessage)
+    request = {
+        "type": "approval",
+        "toolCalls": [
+            {"id": c["id"], "tool": c["name"], "arguments": c["args"]} for c in last.tool_calls
+        ],
+        "repoPath": state.repo_root,
+        "message": "The assistant wants to change the repository. Approve?",
+    }
+    return {
+        "answer": "",
+        "transcript": [plain_message(m) for m in state.messages],
+        "approval_request": request,
+    }
+
+
 async def request_approval(state: State) -> dict[str, Any]:
     last = state.messages[-1]
     assert isinstance(last, AIMessage)
-    decision = interrupt(
-        {
-            "type": "approval",
-            "toolCalls": [
-                {"id": c["id"], "tool": c["name"], "arguments": c["args"]} for c in last.tool_calls
-            ],
-            "repoPath": state.repo_root,
-            "message": "The assistant wants to change the repository. Approve?",
-        }
-    )
+    decision = interrupt(state.approval_request)
     if isinstance(decision, dict) and decision.get("approved"):
         edited = decision.get("arguments")
         if not isinstance(edited, dict):
-            return {}
+            return {"approval_request": None}
         calls = [{**c, "args": edited.get(c["id"], c["args"])} for c in last.tool_calls]
-        return {"messages": [last.model_copy(update={"tool_calls": calls})]}
+        return {
+            "messages": [last.model_copy(update={"tool_calls": calls})],
+            "approval_request": None,
+        }
     return {
+        "approval_request": None,
         "messages": [
             ToolMessage(
                 prompts.ASSISTANT_REJECTED, tool_call_id=c["id"], name=c["name"], status="error"
             )
             for c in last.tool_calls
-        ]
+        ],
     }
 
 
@@ -195,18 +213,19 @@ async def finish(state: State) -> dict[str, Any]:
     return {
         "answer": state.messages[-1].text,
         "transcript": [plain_message(m) for m in state.messages],
+        "approval_request": None,
     }
 
 
 # --- routing ---------------------------------------------------------------------------------
 
 
-async def route_model_output(state: State) -> Literal["tools", "request_approval", "finish"]:
+async def route_model_output(state: State) -> Literal["tools", "propose_change", "finish"]:
     last = state.messages[-1]
     if not isinstance(last, AIMessage) or not last.tool_calls:
         return "finish"
     if any(call["name"] in WRITE_TOOLS for call in last.tool_calls):
-        return "request_approval"
+        return "propose_change"
     return "tools"
 
 
@@ -221,12 +240,14 @@ builder = StateGraph(
 )
 builder.add_node(prepare)
 builder.add_node(call_model)
+builder.add_node(propose_change)
 builder.add_node(request_approval)
 builder.add_node(tools)
 builder.add_node(finish)
 builder.add_edge(START, "prepare")
 builder.add_edge("prepare", "call_model")
 builder.add_conditional_edges("call_model", route_model_output)
+builder.add_edge("propose_change", "request_approval")
 builder.add_conditional_edges("request_approval", route_after_approval)
 builder.add_edge("tools", "call_model")
 builder.add_edge("finish", END)

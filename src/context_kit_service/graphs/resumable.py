@@ -35,11 +35,9 @@ class PendingApprovalError(LookupError):
     """An approval was sent for a thread with nothing waiting for one."""
 
 
-def served_models(
-    name: str, input_state: type[BaseModel], output_state: type[BaseModel]
-) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The served input (the graph's, plus `approval`) and output (plus the pause details)."""
-    served_input = create_model(
+def approvable_input(name: str, input_state: type[BaseModel]) -> type[BaseModel]:
+    """The graph's input plus `approval`, the answer that resumes a paused thread."""
+    return create_model(
         f"{name}_input",
         __base__=input_state,
         approval=(
@@ -47,6 +45,25 @@ def served_models(
             Field(default=None, description="Answer to a pending approval (resumes the thread)."),
         ),
     )
+
+
+async def resume_command(
+    graph: Pregel[Any, Any, Any, Any], config: RunnableConfig, approval: Any
+) -> Command[Any]:
+    """The Command that answers the thread's pending approval; PendingApprovalError if none."""
+    snapshot = await graph.aget_state(config)
+    if not snapshot.interrupts:
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
+    answer = approval.model_dump() if isinstance(approval, BaseModel) else approval
+    return Command(resume=Approval.model_validate(answer).model_dump())
+
+
+def served_models(
+    name: str, input_state: type[BaseModel], output_state: type[BaseModel]
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The served input (the graph's, plus `approval`) and output (plus the pause details)."""
+    served_input = approvable_input(name, input_state)
     served_output = create_model(
         f"{name}_output",
         __base__=output_state,
@@ -119,11 +136,7 @@ class ResumableGraph(Runnable[dict[str, Any], dict[str, Any]]):
             configurable={**configurable, "thread_id": thread_id},
         )
         if approval is not None:
-            snapshot = await graph.aget_state(config)
-            if not snapshot.interrupts:
-                raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
-            answer = approval.model_dump() if isinstance(approval, BaseModel) else approval
-            result = await graph.ainvoke(Command(resume=answer), config)
+            result = await graph.ainvoke(await resume_command(graph, config, approval), config)
         else:
             result = await graph.ainvoke(payload, config)
         interrupts = result.pop("__interrupt__", None)

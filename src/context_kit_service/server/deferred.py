@@ -13,21 +13,31 @@ from langgraph.pregel import Pregel
 from pydantic import BaseModel
 
 from context_kit_service.graphs.configuration import configuration_specs
+from context_kit_service.graphs.resumable import resume_command
 
 Graph = Pregel[Any, Any, Any, Any]
 
 
 class DeferredGraph(Runnable[Any, Any]):
     """Delegates every call to `get_graph()`; schemas come from the checkpoint-free `template`.
-    A run without a `thread_id` gets a fresh one (a one-off conversation). In `stream_events`,
+    A run without a `thread_id` gets a fresh one (a one-off conversation). With an
+    `input_model` that has an `approval` field (`graphs.resumable.approvable_input`), an input
+    holding an approval resumes the thread's paused run instead of starting one. In `stream_events`,
     the run's final output holds only the output schema's fields, as `invoke` returns it
     (LangGraph reports the whole state there, internal fields and LangChain messages included,
     which the JavaScript RemoteRunnable would rewrite)."""
 
-    def __init__(self, name: str, template: Graph, get_graph: Callable[[], Graph]) -> None:
+    def __init__(
+        self,
+        name: str,
+        template: Graph,
+        get_graph: Callable[[], Graph],
+        input_model: type[BaseModel] | None = None,
+    ) -> None:
         self.name = name
         self.template = template
         self._get_graph = get_graph
+        self._input_model = input_model
 
     @property
     def InputType(self) -> Any:
@@ -38,7 +48,7 @@ class DeferredGraph(Runnable[Any, Any]):
         return self.template.OutputType
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.template.get_input_schema(config)
+        return self._input_model or self.template.get_input_schema(config)
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.template.get_output_schema(config)
@@ -54,16 +64,32 @@ class DeferredGraph(Runnable[Any, Any]):
         configurable["thread_id"] = configurable["thread_id"] or uuid.uuid4().hex
         return patch_config(config, configurable=configurable)
 
+    async def _start(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
+        """The graph's input (or the Command that resumes a paused run) and the config."""
+        config = self._threaded(config)
+        payload = input.model_dump() if isinstance(input, BaseModel) else input
+        if isinstance(payload, dict) and "approval" in payload:
+            payload = dict(payload)
+            approval = payload.pop("approval")
+            if approval is not None:
+                return await resume_command(self._get_graph(), config, approval), config
+        return payload, config
+
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         raise TypeError(f"{self.name} runs asynchronously; call ainvoke/astream instead")
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return await self._get_graph().ainvoke(input, self._threaded(config), **kwargs)
+        payload, config = await self._start(input, config)
+        result = await self._get_graph().ainvoke(payload, config, **kwargs)
+        if isinstance(result, dict):
+            result.pop("__interrupt__", None)
+        return result
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async for item in self._get_graph().astream(input, self._threaded(config), **kwargs):
+        payload, config = await self._start(input, config)
+        async for item in self._get_graph().astream(payload, config, **kwargs):
             yield item
 
     async def astream_events(  # type: ignore[override]
@@ -71,9 +97,8 @@ class DeferredGraph(Runnable[Any, Any]):
     ) -> AsyncIterator[Any]:
         fields = set(self.get_output_schema().model_fields)
         root = None
-        async for event in self._get_graph().astream_events(
-            input, self._threaded(config), **kwargs
-        ):
+        payload, config = await self._start(input, config)
+        async for event in self._get_graph().astream_events(payload, config, **kwargs):
             root = root or event["run_id"]
             output = event["data"].get("output")
             if (
@@ -84,5 +109,9 @@ class DeferredGraph(Runnable[Any, Any]):
                 event["data"]["output"] = {k: v for k, v in output.items() if k in fields}
             yield event
 
-    def astream_log(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._get_graph().astream_log(input, self._threaded(config), **kwargs)
+    async def astream_log(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        payload, config = await self._start(input, config)
+        async for patch in self._get_graph().astream_log(payload, config, **kwargs):
+            yield patch

@@ -23,7 +23,11 @@ from langgraph.graph.state import StateGraph
 from langserve import add_routes
 
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
-from context_kit_service.graphs.resumable import ResumableGraph, served_models
+from context_kit_service.graphs.resumable import (
+    ResumableGraph,
+    approvable_input,
+    served_models,
+)
 from context_kit_service.server.deferred import DeferredGraph
 from context_kit_service.server.state import ServiceState
 
@@ -59,7 +63,12 @@ SERVED_GRAPHS = [
         "assistant",
         "/graphs/assistant",
         assistant.builder,
-        lambda state: DeferredGraph("assistant", assistant.graph, lambda: state.graph("assistant")),
+        lambda state: DeferredGraph(
+            "assistant",
+            assistant.graph,
+            lambda: state.graph("assistant"),
+            approvable_input("assistant", assistant.InputState),
+        ),
     ),
 ]
 
