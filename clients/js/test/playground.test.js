@@ -50,8 +50,7 @@ test("the RAG playground runs a question and shows the cited answer", async () =
 
     mkdirSync(output, { recursive: true });
     const path = join(output, "playground-rag.png");
-    await answer.scrollIntoViewIfNeeded();
-    await page.screenshot({ path });
+    await page.screenshot({ path, fullPage: true }); // the form, the sources and the answer
     console.log(`screenshot: ${path}`);
   } finally {
     await browser.close();
