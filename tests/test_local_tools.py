@@ -90,6 +90,8 @@ def test_an_answer_streams_as_it_is_decoded() -> None:
     stream = AnswerStream()
     pieces = ['{"', "answer", '": "', "Line\\", "n2 caf\\u00", "e9", ' \\"ok\\"', '"}']
     assert [stream.feed(p) for p in pieces] == ["", "", "", "Line", "\n2 caf", "é", ' "ok"', ""]
+    raw = AnswerStream()
+    assert [raw.feed(p) for p in ['{"answer": "one', "\ntwo", '"}']] == ["one", "\ntwo", ""]
     call = AnswerStream()
     assert [call.feed(p) for p in ['{"tool": "next_id", ', '"arguments": {}}']] == ["", ""]
 

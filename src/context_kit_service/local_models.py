@@ -63,6 +63,9 @@ Tool result (list_entities): [{{"id": "SVC-900", "title": "Key vault"}}]
 Assistant: {{"answer": "There is one service: SVC-900, the key vault."}}
 """
 ANSWER_PREFIX = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
+STRING_BODY = re.compile(r'(?:[^"\\]|\\.)*')
+"""The characters of a JSON string before its closing quote (or the end of the text so far)."""
+BACKSLASH = "\\"
 
 
 @lru_cache(maxsize=1)
@@ -180,29 +183,13 @@ class AnswerStream:
         match = ANSWER_PREFIX.match(self.raw)
         if match is None:
             return ""
-        body, escaped = [], False
-        for char in self.raw[match.end() :]:
-            if escaped:
-                body.append(char)
-                escaped = False
-            elif char == "\\":
-                body.append(char)
-                escaped = True
-            elif char == '"':
-                break
-            else:
-                body.append(char)
-        if escaped:
-            body.pop()
-        text = "".join(body)
-        while text:  # drop an unfinished \uXXXX escape until it is whole
-            try:
-                decoded: str = json.loads(f'"{text}"')
-                break
-            except json.JSONDecodeError:
-                text = text[:-1]
-        else:
-            decoded = ""
+        found = STRING_BODY.match(self.raw, match.end())
+        assert found is not None  # it matches the empty string too
+        body = found.group()  # raw control characters are allowed: the grammar lets them through
+        try:
+            decoded: str = json.loads(f'"{body}"', strict=False)
+        except json.JSONDecodeError:  # its last escape is still arriving (`\u00` of `\u00e9`)
+            decoded = json.loads(f'"{body[: body.rfind(BACKSLASH)]}"', strict=False)
         delta = decoded[len(self.sent) :]
         self.sent = decoded
         return delta
@@ -386,13 +373,12 @@ class LocalChatModel(BaseChatModel):
         return get_runtime(self.model_path, self.n_ctx, self.n_threads)
 
     def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
         tools = kwargs.get("tools")
         json_schema = kwargs.get("json_schema")
         if tools and json_schema is None:
             json_schema = tool_reply_schema(tools, kwargs.get("tool_choice"))
         return {
-            "max_tokens": max_tokens,
+            "max_tokens": int(kwargs.get("max_tokens", self.max_tokens)),
             "temperature": float(kwargs.get("temperature", self.temperature)),
             "stop": stop or self.stop or TRANSCRIPT_STOP,
             "json_schema": json_schema,
@@ -412,15 +398,14 @@ class LocalChatModel(BaseChatModel):
         return self.runtime.tokenize(text, add_bos=False)
 
     @staticmethod
-    def _result(completion: Completion) -> ChatResult:
-        message = AIMessage(
-            content=completion.text.strip(),
-            usage_metadata=_usage(completion),
-            response_metadata={
-                "finish_reason": completion.finish_reason,
-                "model_provider": "local",
-            },
-        )
+    def _result(completion: Completion, tools: Any) -> ChatResult:
+        """The completion as a message: its text, or with tools bound, the parsed reply."""
+        message = parse_tool_reply(completion.text) if tools else AIMessage(completion.text.strip())
+        message.usage_metadata = _usage(completion)
+        message.response_metadata = {
+            "finish_reason": completion.finish_reason,
+            "model_provider": "local",
+        }
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
@@ -434,14 +419,7 @@ class LocalChatModel(BaseChatModel):
         completion = self.runtime.complete(
             format_transcript(messages, tools), **self._options(stop, kwargs)
         )
-        result = self._result(completion)
-        if tools:
-            message = result.generations[0].message
-            reply = parse_tool_reply(completion.text)
-            reply.usage_metadata = getattr(message, "usage_metadata", None)
-            reply.response_metadata = message.response_metadata
-            result = ChatResult(generations=[ChatGeneration(message=reply)])
-        return result
+        return self._result(completion, tools)
 
     def _stream(
         self,

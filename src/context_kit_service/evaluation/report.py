@@ -46,6 +46,7 @@ def _quality(summary: dict[str, float]) -> dict[str, float]:
 
 
 def markdown(meta: dict[str, Any], summary: dict[str, float], results: list[ExampleResult]) -> str:
+    quality = _quality(summary)
     lines = [
         f"# Evaluation: {meta['suite']}",
         "",
@@ -62,11 +63,11 @@ def markdown(meta: dict[str, Any], summary: dict[str, float], results: list[Exam
         "",
         "## Examples",
         "",
-        "| id | ok | latency ms | " + " | ".join(_quality(summary)) + " | error |",
-        "|---|---|---|" + "---|" * len(_quality(summary)) + "---|",
+        "| id | ok | latency ms | " + " | ".join(quality) + " | error |",
+        "|---|---|---|" + "---|" * len(quality) + "---|",
     ]
     for r in results:
-        cells = [f"{r.metrics[name]:g}" if name in r.metrics else "" for name in _quality(summary)]
+        cells = [f"{r.metrics[name]:g}" if name in r.metrics else "" for name in quality]
         error = (r.error or "").replace("|", "\\|")[:120]
         lines.append(
             f"| {r.id} | {'yes' if r.ok else 'no'} | {r.latency_ms:g} | "

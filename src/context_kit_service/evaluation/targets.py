@@ -20,12 +20,6 @@ from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.settings import Settings
 
 GraphName = Literal["rag", "generation", "assistant", "tool_execution"]
-PATHS: dict[GraphName, str] = {
-    "tool_execution": "/graphs/tools",
-    "rag": "/graphs/rag",
-    "generation": "/graphs/generate",
-    "assistant": "/graphs/assistant",
-}
 
 
 class Target(Protocol):
@@ -123,9 +117,13 @@ class HttpTarget:
     def _remote(self, graph: GraphName) -> Any:
         from langserve import RemoteRunnable
 
+        from context_kit_service.server.graphs import SERVED_GRAPHS
+
         if graph not in self._clients:
             self._clients[graph] = RemoteRunnable(
-                f"{self.url}{PATHS[graph]}", headers=self.headers, timeout=self.timeout_s
+                f"{self.url}{next(g.path for g in SERVED_GRAPHS if g.name == graph)}",
+                headers=self.headers,
+                timeout=self.timeout_s,
             )
         return self._clients[graph]
 

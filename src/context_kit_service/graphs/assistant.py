@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -114,18 +115,16 @@ def fit_to_window(
     room for the `tools` the model describes in its own prompt. When the conversation must be
     cut, the kept part starts on a human turn."""
     counter = _counter(model)
-    count = counter.get_num_tokens_from_messages if isinstance(counter, BaseChatModel) else counter
-
-    def fixed(messages: list[BaseMessage]) -> int:
-        if isinstance(counter, BaseChatModel) and tools:
-            return counter.get_num_tokens_from_messages(messages, tools=list(tools))
-        return count(messages)
-
-    if fixed([*system, *conversation]) <= budget:
+    count = (
+        partial(counter.get_num_tokens_from_messages, tools=list(tools) or None)
+        if isinstance(counter, BaseChatModel)
+        else counter
+    )
+    if count([*system, *conversation]) <= budget:
         return [*system, *conversation]
     kept = trim_messages(
         conversation,
-        max_tokens=max(0, budget - fixed(system)),
+        max_tokens=max(0, budget - count(system)),
         token_counter=counter,
         strategy="last",
         start_on="human",

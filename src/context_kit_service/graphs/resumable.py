@@ -47,16 +47,26 @@ def approvable_input(name: str, input_state: type[BaseModel]) -> type[BaseModel]
     )
 
 
-async def resume_command(
-    graph: Pregel[Any, Any, Any, Any], config: RunnableConfig, approval: Any
-) -> Command[Any]:
-    """The Command that answers the thread's pending approval; PendingApprovalError if none."""
-    snapshot = await graph.aget_state(config)
-    if not snapshot.interrupts:
-        thread_id = (config.get("configurable") or {}).get("thread_id")
+async def start_run(
+    graph: Pregel[Any, Any, Any, Any], input: Any, config: RunnableConfig | None
+) -> tuple[Any, RunnableConfig]:
+    """What to run `graph` with, and the config: on the given thread (a fresh one when none is
+    given), the input without its `approval`; or, when it holds one, the Command that answers
+    the thread's pending approval (PendingApprovalError when nothing waits)."""
+    configurable = dict((config or {}).get("configurable") or {})
+    configurable["thread_id"] = configurable.get("thread_id") or uuid.uuid4().hex
+    config = patch_config(config, configurable=configurable)
+    payload = input.model_dump() if isinstance(input, BaseModel) else input
+    if not isinstance(payload, dict):
+        return payload, config
+    payload = dict(payload)
+    approval = payload.pop("approval", None)
+    if approval is None:
+        return payload, config
+    if not (await graph.aget_state(config)).interrupts:
+        thread_id = configurable["thread_id"]
         raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
-    answer = approval.model_dump() if isinstance(approval, BaseModel) else approval
-    return Command(resume=Approval.model_validate(answer).model_dump())
+    return Command(resume=Approval.model_validate(approval).model_dump()), config
 
 
 def served_models(
@@ -126,19 +136,10 @@ class ResumableGraph(Runnable[dict[str, Any], dict[str, Any]]):
         config: RunnableConfig,
     ) -> dict[str, Any]:
         graph = self._get_graph()
-        payload = dict(payload.model_dump() if isinstance(payload, BaseModel) else payload)
-        approval = payload.pop("approval", None)
-        configurable = dict(config.get("configurable") or {})
-        thread_id = configurable.get("thread_id") or uuid.uuid4().hex
-        config = patch_config(
-            config,
-            callbacks=run_manager.get_child(),
-            configurable={**configurable, "thread_id": thread_id},
-        )
-        if approval is not None:
-            result = await graph.ainvoke(await resume_command(graph, config, approval), config)
-        else:
-            result = await graph.ainvoke(payload, config)
+        start, config = await start_run(graph, payload, config)
+        config = patch_config(config, callbacks=run_manager.get_child())
+        thread_id = config["configurable"]["thread_id"]
+        result = await graph.ainvoke(start, config)
         interrupts = result.pop("__interrupt__", None)
         if interrupts:
             result = {

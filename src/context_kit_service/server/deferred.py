@@ -3,17 +3,15 @@ checkpointer), so LangServe routes can be mounted when the app is built."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableConfig
-from langchain_core.runnables.config import patch_config
 from langgraph.pregel import Pregel
 from pydantic import BaseModel
 
 from context_kit_service.graphs.configuration import configuration_specs
-from context_kit_service.graphs.resumable import resume_command
+from context_kit_service.graphs.resumable import start_run
 
 Graph = Pregel[Any, Any, Any, Any]
 
@@ -57,23 +55,8 @@ class DeferredGraph(Runnable[Any, Any]):
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         return configuration_specs()
 
-    @staticmethod
-    def _threaded(config: RunnableConfig | None) -> RunnableConfig:
-        configurable = dict((config or {}).get("configurable") or {})
-        configurable.setdefault("thread_id", None)
-        configurable["thread_id"] = configurable["thread_id"] or uuid.uuid4().hex
-        return patch_config(config, configurable=configurable)
-
     async def _start(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
-        """The graph's input (or the Command that resumes a paused run) and the config."""
-        config = self._threaded(config)
-        payload = input.model_dump() if isinstance(input, BaseModel) else input
-        if isinstance(payload, dict) and "approval" in payload:
-            payload = dict(payload)
-            approval = payload.pop("approval")
-            if approval is not None:
-                return await resume_command(self._get_graph(), config, approval), config
-        return payload, config
+        return await start_run(self._get_graph(), input, config)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         raise TypeError(f"{self.name} runs asynchronously; call ainvoke/astream instead")
