@@ -27,7 +27,7 @@ from context_kit_service.retrieval.documents import repository_chunks
 from context_kit_service.retrieval.index import RepositoryIndex
 from context_kit_service.retrieval.store import FaissStore
 from context_kit_service.settings import load_settings
-from context_kit_service.tools.cache import repositories
+from context_kit_service.repository.cache import repositories
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -137,7 +137,9 @@ def test_the_secret_never_appears_over_http(hostile: Path, make_settings) -> Non
                 "repoPath": str(hostile.parent),
             },
         )
-        assert direct.json()["result"]["content"] == SECRET  # the repository itself may be read
+        assert direct.json()["error"] == (  # a folder that is no context repository is refused
+            f"{hostile.parent} is not a context repository: it has no contexts or .context folder"
+        )
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,7 @@ def test_bad_repositories_are_refused(make_settings, requested: str | None, mess
 
 def test_the_allow_list_restricts_repositories(hostile: Path, make_settings) -> None:
     settings = make_settings(allowed_repos=[hostile])
-    assert resolve_repository(str(hostile / "docs"), settings) == hostile / "docs"
+    assert resolve_repository(str(hostile), settings) == hostile
     with pytest.raises(ConfinementError) as raised:
         resolve_repository(str(hostile.parent), settings)
     assert str(raised.value) == (

@@ -110,6 +110,13 @@ BROKEN_REPORT = {
             "target": "FEAT-002",
         },
         {
+            "file": "contexts/tasks/T-001-wrong-link.yaml",
+            "message": "feature FEAT-001 does not list T-001 in tasks",
+            "entityId": "T-001",
+            "field": "related.feature",
+            "target": "FEAT-001",
+        },
+        {
             "file": "contexts/userstories/US-002-orphan.yaml",
             "message": "feature FEAT-001 does not list US-002 in userStories",
             "entityId": "US-002",

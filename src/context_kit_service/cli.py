@@ -203,9 +203,9 @@ def index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from context_kit_service.providers import embeddings_spec, get_embeddings
+    from context_kit_service.repository.cache import repositories
     from context_kit_service.retrieval.documents import repository_chunks
     from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
-    from context_kit_service.tools.cache import repositories
     from context_kit_service.tools.confinement import ConfinementError, resolve_repository
 
     settings = load_settings()

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import ToolException
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, field_validator
@@ -30,19 +29,19 @@ from context_kit_service.graphs.configuration import (
 )
 from context_kit_service.graphs.retrieval import Source, search_sync
 from context_kit_service.providers import as_provider_error, model_name
+from context_kit_service.repository import writes
+from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.model import Entity, Repository, repository_signature
 from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
 from context_kit_service.repository.yaml_io import dump_new
-from context_kit_service.tools.cache import repositories
 from context_kit_service.tools.confinement import ConfinementError, resolve_repository
-from context_kit_service.tools.repository_tools import create_entity
 
 MIN_PROMPT_CHARS = 10
 MAX_ARRAY_ITEMS = 4
 MAX_STRING_CHARS = 240
 LINK_FIELDS = {name: {link.path[0] for link in kind.links} for name, kind in ENTITY_TYPES.items()}
-FEATURE_LINK = {"userstory": "feature", "task": "related.feature", "spec": "related.features"}
-"""Where `linked_feature_id` goes for each type that can link to a feature."""
+FEATURE_LINKED = [name for name, kind in ENTITY_TYPES.items() if kind.feature_link is not None]
+"""The types `linked_feature_id` applies to."""
 
 Status = Literal["completed", "invalid", "error", "rejected", "pending_approval"]
 
@@ -140,17 +139,14 @@ def assemble(state: State, draft: dict[str, Any]) -> dict[str, Any]:
     order = list(state.draft_schema["properties"])
     entity: dict[str, Any] = {"id": state.entity_id}
     entity.update({k: draft[k] for k in order if k in draft})
-    feature = state.linked_feature_id
-    if feature and state.entity_type == "userstory":
-        entity = {
-            "id": state.entity_id,
-            "feature": feature,
-            **{k: v for k, v in entity.items() if k != "id"},
-        }
-    elif feature and state.entity_type == "task":
-        entity["related"] = {"feature": feature}
-    elif feature and state.entity_type == "spec":
-        entity["related"] = {"features": [feature]}
+    link = ENTITY_TYPES[state.entity_type].feature_link
+    if not state.linked_feature_id or link is None:
+        return entity
+    value: Any = [state.linked_feature_id] if link.many else state.linked_feature_id
+    if len(link.path) == 1:  # a top-level link reads best right after the id
+        return {"id": state.entity_id, link.path[0]: value, **entity}
+    parent, name = link.path
+    entity[parent] = {name: value}
     return entity
 
 
@@ -180,9 +176,9 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
     repo, hits = await asyncio.to_thread(load_and_search)
     lines = []
     if state.linked_feature_id:
-        if state.entity_type not in FEATURE_LINK:
+        if state.entity_type not in FEATURE_LINKED:
             return _fail(
-                f"linked_feature_id applies to {', '.join(FEATURE_LINK)}, not {state.entity_type}"
+                f"linked_feature_id applies to {', '.join(FEATURE_LINKED)}, not {state.entity_type}"
             )
         feature = repo.entities.get(state.linked_feature_id)
         if feature is None or feature.type != "feature":
@@ -315,16 +311,21 @@ async def request_approval(state: State) -> dict[str, Any]:
 
 
 async def save_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
-    arguments = {
-        "entity_type": state.entity_type,
-        "fields": state.entity,
-        "repo_root": state.repo_root,
-    }
+    settings = service_settings(config)
+    if not settings.allow_writes:
+        return _fail("writing to the repository is disabled (CKS_ALLOW_WRITES=false)")
     try:
-        saved = await create_entity.ainvoke(arguments, config)
-    except ToolException as exc:
-        return {"status": "error", "error": str(exc)}
-    return {"saved_path": saved["path"], "entity": saved["entity"]}
+        saved = await asyncio.to_thread(
+            writes.create_entity,
+            Path(state.repo_root),
+            settings.data_dir,
+            state.entity_type,
+            state.entity,
+            provisional_id=state.entity_id,  # others may have saved under it since the draft
+        )
+    except writes.WriteRefused as exc:
+        return _fail(str(exc))
+    return {"saved_path": saved.entity.path, "entity": saved.entity.data}
 
 
 async def finish(state: State) -> dict[str, Any]:

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langgraph.pregel import Pregel
 from langgraph.types import Command
-from pydantic import BaseModel, Field, create_model
+from pydantic import AfterValidator, BaseModel, Field, create_model
 
 from context_kit_service.graphs.configuration import configuration_specs
+from context_kit_service.repository.yaml_io import bounded
 
 
 class Approval(BaseModel):
     """The user's answer to a pending approval."""
 
     approved: bool = Field(description="Whether the change may go ahead.")
-    arguments: dict[str, Any] | None = Field(
+    arguments: Annotated[dict[str, Any] | None, AfterValidator(bounded)] = Field(
         default=None, description="Edited tool arguments to use instead of the proposed ones."
     )
 

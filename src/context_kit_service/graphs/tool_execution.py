@@ -7,15 +7,16 @@ run it, and shape the result with its duration.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import ToolException
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from context_kit_service.graphs.configuration import Configuration, service_settings
+from context_kit_service.repository.yaml_io import bounded
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool
 
@@ -24,7 +25,9 @@ Status = Literal["completed", "error", "rejected", "pending_approval"]
 
 class InputState(BaseModel):
     tool_id: str = Field(default="", description="The app's tool id (`context.read`) or a name.")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
+    parameters: Annotated[dict[str, Any], AfterValidator(bounded)] = Field(
+        default_factory=dict, description="The tool's arguments."
+    )
     repo_path: str = Field(
         default="", description="Absolute path of the repository; empty means the default."
     )

@@ -20,6 +20,7 @@ import yaml
 if TYPE_CHECKING:
     from jsonschema import Draft7Validator
 
+from context_kit_service.repository.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_text
 from context_kit_service.repository.types import (
     ENTITY_TYPES,
     TYPE_BY_FOLDER,
@@ -28,16 +29,15 @@ from context_kit_service.repository.types import (
     builtin_schema,
     entity_type,
 )
-from context_kit_service.repository.yaml_io import describe_yaml_error, load_yaml
+from context_kit_service.repository.yaml_io import BoundsExceeded, describe_yaml_error, load_yaml
 
 CONTEXTS_DIR = "contexts"
 SCHEMAS_DIR = ".context/schemas"
 DOCUMENT_SUFFIXES = (".md", ".markdown")
 SKIPPED_DIRS = {".git", "node_modules", ".venv", "__pycache__"}
-Signature = tuple[tuple[str, int, int], ...]
-"""(path, size, mtime) of every file a repository's model reads: a cheap change detector."""
-BACKLINK_LISTS = {"userstory": "userStories", "task": "tasks", "spec": "specs"}
-"""The feature list that must name a new entity of each type."""
+Signature = tuple[tuple[str, int, int, int], ...]
+"""(path, size, mtime, inode) of every file a repository's model reads: a cheap change
+detector (an atomic write always makes a new inode, even within one mtime tick)."""
 
 
 @dataclass(frozen=True)
@@ -213,26 +213,19 @@ class Repository:
 
     def backlinked_features(self, entity: Entity) -> list[Entity]:
         """Features that must list a new story, spec or task for links to stay two-way,
-        updated in memory to list it."""
-        if entity.type not in BACKLINK_LISTS:
+        updated in memory to list it (an entity of a type with no feature link has none)."""
+        link = ENTITY_TYPES[entity.type].feature_link
+        if link is None or link.backlink is None:
             return []
-        list_name = BACKLINK_LISTS[entity.type]
-        related: dict[str, Any] = entity.data.get("related") or {}
-        if not isinstance(related, dict):
-            related = {}
-        feature_ids = {
-            "userstory": [entity.data.get("feature")],
-            "task": [related.get("feature")],
-            "spec": related.get("features") or [],
-        }[entity.type]
         updated = []
-        for feature_id in feature_ids:
-            feature = self.entities.get(str(feature_id))
+        for feature_id in link_ids(entity.data, link):
+            feature = self.entities.get(feature_id)
             if feature is None or feature.type != "feature":
                 continue
-            listed = list(feature.data.get(list_name) or [])
+            raw = feature.data.get(link.backlink)
+            listed = list(raw) if isinstance(raw, list) else []
             if entity.id not in listed:
-                data = {**feature.data, list_name: [*listed, entity.id]}
+                data = {**feature.data, link.backlink: [*listed, entity.id]}
                 updated.append(Entity(feature.id, "feature", feature.path, data))
         return updated
 
@@ -278,20 +271,19 @@ class Repository:
                             target,
                         )
                     )
-        if entity.type == "userstory":
-            feature = self.entities.get(str(entity.data.get("feature", "")).strip())
-            if feature is not None and feature.type == "feature":
-                listed = feature.data.get("userStories") or []
-                if entity.id not in listed:
-                    problems.append(
-                        Problem(
-                            entity.path,
-                            f"feature {feature.id} does not list {entity.id} in userStories",
-                            entity.id,
-                            "feature",
-                            feature.id,
-                        )
-                    )
+        feature_link = ENTITY_TYPES[entity.type].feature_link
+        for feature in self.backlinked_features(entity):
+            assert feature_link is not None
+            assert feature_link.backlink is not None
+            problems.append(
+                Problem(
+                    entity.path,
+                    f"feature {feature.id} does not list {entity.id} in {feature_link.backlink}",
+                    entity.id,
+                    feature_link.name,
+                    feature.id,
+                )
+            )
         return problems
 
     def validate(self) -> dict[str, Any]:
@@ -324,7 +316,9 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _load_schemas(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], dict[str, str]]:
+def _load_schemas(
+    root: Path, problems: list[Problem], max_bytes: int
+) -> tuple[dict[str, Any], dict[str, str]]:
     from jsonschema import Draft7Validator
 
     schemas: dict[str, Any] = {}
@@ -332,11 +326,15 @@ def _load_schemas(root: Path, problems: list[Problem]) -> tuple[dict[str, Any], 
     for name in ENTITY_TYPES:
         path = root / SCHEMAS_DIR / f"{name}.schema.json"
         schemas[name], sources[name] = builtin_schema(name), "built-in"
-        if path.is_file():
+        if os.path.lexists(path):
             try:
-                schema = json.loads(path.read_text(encoding="utf-8"))
+                schema = json.loads(read_text(root, path, max_bytes))
+                if not isinstance(schema, dict):
+                    raise ValueError("a schema must be a JSON object")
                 Draft7Validator.check_schema(schema)
-            except (ValueError, OSError) as exc:
+            except FileRefused as exc:
+                problems.append(Problem(_relative(root, path), f"schema not read: {exc}"))
+            except (ValueError, RecursionError) as exc:
                 problems.append(Problem(_relative(root, path), f"unusable schema: {exc}"))
             except Exception as exc:  # jsonschema.SchemaError and friends
                 problems.append(Problem(_relative(root, path), f"invalid JSON schema: {exc}"))
@@ -353,7 +351,7 @@ def _entity_files(root: Path) -> list[tuple[EntityType, Path]]:
         if not directory.is_dir():
             continue
         for entry in os.scandir(directory):
-            if entry.is_file() and entry.name.endswith((".yaml", ".yml")):
+            if entry.name.endswith((".yaml", ".yml")) and not entry.is_dir(follow_symlinks=False):
                 found.append((kind, Path(entry.path)))
     return sorted(found, key=lambda item: item[1])
 
@@ -380,14 +378,14 @@ def repository_signature(root: Path) -> Signature:
     """
     base = str(root)
     prefix = len(base) + 1
-    found: list[tuple[str, int, int]] = []
+    found: list[tuple[str, int, int, int]] = []
 
     def add(path: str) -> None:
         try:
             info = os.stat(path)
         except OSError:
             return
-        found.append((path[prefix:], info.st_size, info.st_mtime_ns))
+        found.append((path[prefix:], info.st_size, info.st_mtime_ns, info.st_ino))
 
     contexts = os.path.join(base, CONTEXTS_DIR)
     for folder in sorted(TYPE_BY_FOLDER):
@@ -413,20 +411,25 @@ def repository_signature(root: Path) -> Signature:
     return tuple(found)
 
 
-def load_repository(root: Path | str) -> Repository:
-    """Load every entity and document under `root`. Problems are collected, never raised."""
+def load_repository(root: Path | str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Repository:
+    """Load every entity and document under `root`. Problems are collected, never raised: a
+    file that cannot be read safely (see `files.read_text`) or parsed within bounds
+    (`yaml_io.load_yaml`) is one problem for that file."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"repository not found: {root}")
     problems: list[Problem] = []
-    schemas, sources = _load_schemas(root, problems)
+    schemas, sources = _load_schemas(root, problems, max_file_bytes)
     entities: dict[str, Entity] = {}
     for kind, path in _entity_files(root):
         relative = _relative(root, path)
         try:
-            data = load_yaml(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(relative, f"cannot read file: {exc}"))
+            data = load_yaml(read_text(root, path, max_file_bytes))
+        except FileRefused as exc:
+            problems.append(Problem(relative, f"file not read: {exc}"))
+            continue
+        except BoundsExceeded as exc:
+            problems.append(Problem(relative, f"YAML refused: {exc}"))
             continue
         except yaml.YAMLError as exc:
             problems.append(Problem(relative, describe_yaml_error(exc)))
@@ -452,9 +455,9 @@ def load_repository(root: Path | str) -> Repository:
     documents = []
     for path in _document_files(root):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(_relative(root, path), f"cannot read file: {exc}"))
+            text = read_text(root, path, max_file_bytes)
+        except FileRefused as exc:
+            problems.append(Problem(_relative(root, path), f"file not read: {exc}"))
             continue
         documents.append(Document(_relative(root, path), _markdown_title(path, text), text))
     return Repository(root, entities, documents, problems, schemas, sources)

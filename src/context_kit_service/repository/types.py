@@ -21,6 +21,8 @@ class Link:
     targets: tuple[EntityTypeName, ...]
     downstream: Literal["source", "target"]
     many: bool = True
+    backlink: str | None = None
+    """The list field of the linked entity that must name this one back (two-way links)."""
 
     @property
     def name(self) -> str:
@@ -37,6 +39,11 @@ class EntityType:
     @property
     def id_pattern(self) -> re.Pattern[str]:
         return _id_pattern(self.prefix)
+
+    @property
+    def feature_link(self) -> Link | None:
+        """The link to the feature this type belongs to (the one `linkedFeatureId` sets)."""
+        return next((link for link in self.links if link.targets == ("feature",)), None)
 
     def format_id(self, number: int) -> str:
         return f"{self.prefix}-{number:03d}"
@@ -68,7 +75,7 @@ ENTITY_TYPES: dict[str, EntityType] = {
             "userstories",
             "US",
             (
-                Link(("feature",), ("feature",), "source", many=False),
+                Link(("feature",), ("feature",), "source", many=False, backlink="userStories"),
                 Link(("impacts", "services"), ("service",), "target"),
                 Link(("impacts", "packages"), ("package",), "target"),
             ),
@@ -78,7 +85,7 @@ ENTITY_TYPES: dict[str, EntityType] = {
             "specs",
             "SPEC",
             (
-                Link(("related", "features"), ("feature",), "source"),
+                Link(("related", "features"), ("feature",), "source", backlink="specs"),
                 Link(("related", "services"), ("service",), "target"),
                 Link(("related", "packages"), ("package",), "target"),
             ),
@@ -88,7 +95,7 @@ ENTITY_TYPES: dict[str, EntityType] = {
             "tasks",
             "T",
             (
-                Link(("related", "feature"), ("feature",), "source", many=False),
+                Link(("related", "feature"), ("feature",), "source", many=False, backlink="tasks"),
                 Link(("related", "spec"), ("spec",), "source", many=False),
                 Link(("related", "service"), ("service",), "source", many=False),
             ),
@@ -110,6 +117,9 @@ ENTITY_TYPES: dict[str, EntityType] = {
 }
 
 TYPE_BY_FOLDER = {t.folder: t for t in ENTITY_TYPES.values()}
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
+"""What any entity id must look like to become part of a file name, whatever the schema says."""
 
 
 def entity_type(name: str) -> EntityType:

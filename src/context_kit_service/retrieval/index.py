@@ -19,10 +19,10 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.model import Signature, repository_signature
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.store import FaissStore
-from context_kit_service.tools.cache import repositories
 
 EMBED_BATCH = 64
 Progress = Callable[[int], None]

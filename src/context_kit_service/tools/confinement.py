@@ -11,6 +11,7 @@ from langchain_core.tools import ToolException
 from context_kit_service.settings import Settings
 
 MAX_PATH_CHARS = 512
+REPOSITORY_MARKERS = ("contexts", ".context")
 
 
 class ConfinementError(ToolException):
@@ -20,8 +21,9 @@ class ConfinementError(ToolException):
 def resolve_repository(requested: str | Path | None, settings: Settings) -> Path:
     """The repository root for a request: the requested one, or the configured default.
 
-    It must be an existing directory and, when `CKS_ALLOWED_REPOS` is set, lie under one of
-    those roots.
+    It must be an existing directory that looks like a context repository (it has a
+    `contexts/` or `.context/` folder) and, when `CKS_ALLOWED_REPOS` is set, lie under one of
+    those roots. So a stray request cannot make `/etc` or a home folder a repository.
     """
     chosen = requested if requested not in (None, "") else settings.repo_path
     if chosen is None:
@@ -41,6 +43,11 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
             raise ConfinementError(
                 f"repository {root} is outside the allowed roots (CKS_ALLOWED_REPOS)"
             )
+    if not any((root / marker).is_dir() for marker in REPOSITORY_MARKERS):
+        raise ConfinementError(
+            f"{root} is not a context repository: it has no {' or '.join(REPOSITORY_MARKERS)} "
+            "folder"
+        )
     return root
 
 

@@ -14,18 +14,14 @@ from typing import Annotated, Any
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import ToolException, tool
 from langgraph.prebuilt import InjectedState
+from pydantic import Field
 
 from context_kit_service.graphs.configuration import service_settings
-from context_kit_service.repository.model import BACKLINK_LISTS, Entity, Repository
-from context_kit_service.repository.types import ENTITY_TYPES, entity_type
-from context_kit_service.repository.yaml_io import (
-    dump_new,
-    dump_round_trip,
-    load_round_trip,
-    merge_into,
-    write_atomic,
-)
-from context_kit_service.tools.cache import repositories
+from context_kit_service.repository import writes
+from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.files import FileRefused, read_text
+from context_kit_service.repository.model import Entity, Repository
+from context_kit_service.repository.types import ENTITY_TYPES
 from context_kit_service.tools.confinement import ConfinementError, confine
 
 RepoRoot = Annotated[str, InjectedState("repo_root")]
@@ -34,10 +30,14 @@ MAX_RESULTS = 50
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def _repository(repo_root: str) -> Repository:
+def _root(repo_root: str) -> Path:
     if not repo_root:
         raise ConfinementError("no repository is set for this request")
-    return repositories.get(Path(repo_root))
+    return Path(repo_root)
+
+
+def _repository(repo_root: str) -> Repository:
+    return repositories.get(_root(repo_root))
 
 
 def _entity(repo: Repository, entity_id: str) -> Entity:
@@ -83,9 +83,9 @@ def _read(
     assert path is not None
     target = confine(root, path, max_bytes=max_bytes)
     try:
-        content = target.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ToolException(f"not a text file: {path}") from None
+        content = read_text(root, target, max_bytes)
+    except FileRefused as exc:
+        raise ConfinementError(f"{path}: {exc}") from None
     return {"path": target.relative_to(root.resolve()).as_posix(), "content": content}
 
 
@@ -142,13 +142,16 @@ def _search(repo_root: str, query: str, entity_type: str | None, limit: int) -> 
         if score:
             scored.append((score, entity))
     scored.sort(key=lambda item: (-item[0], item[1].id))
-    hits = [{**_summary(e), "score": s} for s, e in scored[: max(1, min(limit, MAX_RESULTS))]]
+    hits = [{**_summary(e), "score": s} for s, e in scored[:limit]]
     return {"query": query, "count": len(hits), "results": hits}
 
 
 @tool
 async def search_entities(
-    repo_root: RepoRoot, query: str, entity_type: str | None = None, limit: int = 10
+    repo_root: RepoRoot,
+    query: Annotated[str, Field(min_length=1, max_length=1000)],
+    entity_type: str | None = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 10,
 ) -> dict[str, Any]:
     """Search the context repository's entities for words (case-insensitive, title matches
     rank higher). Optionally restrict to one entity type. Returns the best matches first."""
@@ -204,13 +207,13 @@ async def dependency_graph(repo_root: RepoRoot, entity_type: str | None = None) 
 def _impact(repo_root: str, entity_id: str, max_depth: int) -> dict[str, Any]:
     repo = _repository(repo_root)
     entity = _entity(repo, entity_id)
-    affected = repo.impact(entity.id, max_depth=max(1, min(max_depth, 10)))
+    affected = repo.impact(entity.id, max_depth=max_depth)
     return {"entity": _summary(entity), "count": len(affected), "affected": affected}
 
 
 @tool
 async def impact_analysis(
-    repo_root: RepoRoot, entity_id: str, max_depth: int = 3
+    repo_root: RepoRoot, entity_id: str, max_depth: Annotated[int, Field(ge=1, le=10)] = 3
 ) -> dict[str, Any]:
     """What is affected when an entity changes: the entities that depend on it, directly
     (depth 1) and through others (up to max_depth), nearest first."""
@@ -249,51 +252,18 @@ async def build_context_bundle(repo_root: RepoRoot, entity_id: str) -> dict[str,
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _slug(text: str) -> str:
-    return "-".join(_WORD.findall(text.lower()))[:48].strip("-") or "entity"
-
-
-def _problems_text(problems: list[Any]) -> str:
-    return "; ".join(f"{p.field or 'entity'}: {p.message}" for p in problems[:10])
-
-
-def _write_entity_file(root: Path, entity: Entity, changes: dict[str, Any] | None) -> None:
-    target = root / entity.path
-    if changes is None:
-        write_atomic(target, dump_new(entity.data))
-        return
-    document = load_round_trip(target.read_text(encoding="utf-8"))
-    merge_into(document, changes)
-    write_atomic(target, dump_round_trip(document))
-
-
-def _require_writes(config: RunnableConfig) -> None:
-    if not service_settings(config).allow_writes:
+def _write_settings(config: RunnableConfig) -> Path:
+    settings = service_settings(config)
+    if not settings.allow_writes:
         raise ToolException("writing to the repository is disabled (CKS_ALLOW_WRITES=false)")
+    return settings.data_dir
 
 
-def _create(repo_root: str, kind_name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    kind = entity_type(kind_name)
-    repo = _repository(repo_root)
-    data = {"id": repo.next_id(kind.name), **{k: v for k, v in fields.items() if k != "id"}}
-    given_id = fields.get("id")
-    if given_id and given_id != data["id"]:
-        if given_id in repo.entities:
-            raise ToolException(f"id {given_id} already exists; next free id is {data['id']}")
-        data["id"] = given_id
-    title = Entity(data["id"], kind.name, "", data).title
-    path = f"contexts/{kind.folder}/{data['id']}-{_slug(title)}.yaml"
-    entity = Entity(data["id"], kind.name, path, data)
-    features = repo.backlinked_features(entity)
-    problems = repo.with_entities(entity, *features).check_entity(kind.name, data, path)
-    if problems:
-        raise ToolException(f"{kind.name} is not valid: {_problems_text(problems)}")
-    root = Path(repo_root)
-    _write_entity_file(root, entity, None)
-    list_name = BACKLINK_LISTS[kind.name]
-    for feature in features:
-        _write_entity_file(root, feature, {list_name: feature.data[list_name]})
-    return {"id": entity.id, "path": path, "entity": data, "updated": [f.id for f in features]}
+def _create(repo_root: str, data_dir: Path, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return writes.create_entity(_root(repo_root), data_dir, kind, fields).as_dict()
+    except writes.WriteRefused as exc:
+        raise ToolException(str(exc)) from None
 
 
 @tool
@@ -304,33 +274,18 @@ async def create_entity(
     (without an id: the next free id is assigned). The entity is validated against its
     schema and links before anything is written; a new user story, spec or task is also
     added to its feature's list. Needs the user's approval."""
-    _require_writes(config)
-    return await asyncio.to_thread(_create, repo_root, entity_type, fields)
+    data_dir = _write_settings(config)
+    return await asyncio.to_thread(_create, repo_root, data_dir, entity_type, fields)
 
 
-def _patch(repo_root: str, entity_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    repo = _repository(repo_root)
-    entity = _entity(repo, entity_id)
-    if "id" in changes and changes["id"] != entity.id:
-        raise ToolException("the id of an entity cannot be changed")
-    document = load_round_trip((Path(repo_root) / entity.path).read_text(encoding="utf-8"))
-    merge_into(document, changes)
-    plain = _plain(document)
-    problems = repo.check_entity(entity.type, plain, entity.path)
-    if problems:
-        raise ToolException(f"{entity.id} would not be valid: {_problems_text(problems)}")
-    write_atomic(Path(repo_root) / entity.path, dump_round_trip(document))
-    return {"id": entity.id, "path": entity.path, "entity": plain}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
+def _patch(
+    repo_root: str, data_dir: Path, entity_id: str, changes: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        saved = writes.patch_entity(_root(repo_root), data_dir, entity_id, changes)
+    except writes.WriteRefused as exc:
+        raise ToolException(str(exc)) from None
+    return {"id": saved.entity.id, "path": saved.entity.path, "entity": saved.entity.data}
 
 
 @tool
@@ -340,5 +295,5 @@ async def patch_entity(
     """Change fields of an existing entity. `changes` is merged into the entity (nested
     objects are merged too; a null value removes the field). Comments and key order in the
     file are kept. Validated before writing. Needs the user's approval."""
-    _require_writes(config)
-    return await asyncio.to_thread(_patch, repo_root, entity_id, changes)
+    data_dir = _write_settings(config)
+    return await asyncio.to_thread(_patch, repo_root, data_dir, entity_id, changes)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
+from pydantic import Field
 
 from context_kit_service.graphs.configuration import embeddings_for, service_settings
-from context_kit_service.graphs.retrieval import search_repository
+from context_kit_service.graphs.retrieval import MAX_TOP_K, search_repository
 from context_kit_service.tools.repository_tools import RepoRoot
 
 
@@ -17,9 +18,9 @@ from context_kit_service.tools.repository_tools import RepoRoot
 async def search_context(
     repo_root: RepoRoot,
     config: RunnableConfig,
-    query: str,
+    query: Annotated[str, Field(min_length=1, max_length=1000)],
     entity_types: list[str] | None = None,
-    top_k: int = 5,
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 5,
 ) -> list[dict[str, Any]]:
     """Find the entities and documents most related in meaning to `query` (semantic search),
     optionally only some entity types. Returns id, type, title, score and a short excerpt."""

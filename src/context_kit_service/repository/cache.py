@@ -33,6 +33,11 @@ class RepositoryCache:
             self._loaded[root] = repository
         return repository
 
+    def forget(self, root: Path) -> None:
+        """Drop the snapshot of `root`: the next `get` loads it again (called after a write)."""
+        with self._lock:
+            self._loaded.pop(root, None)
+
     def peek(self, root: Path) -> Repository:
         """The last loaded snapshot (no freshness check); loads it when there is none."""
         with self._lock:
