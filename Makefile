@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-REPO ?= examples/context-repo
+# `make run` serves a private copy of the sample repository, made once, so following the
+# README's write examples never changes the tracked files. `make run REPO=/path` serves yours.
+DATA_DIR ?= $(or $(CKS_DATA_DIR),$(HOME)/.local/share/context-kit-service)
+SAMPLE_COPY := $(DATA_DIR)/sample-repo
+REPO ?= $(SAMPLE_COPY)
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
@@ -36,7 +40,11 @@ $(CHROMIUM):
 	apt-get install -y --no-install-recommends chromium || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium)
 
-run: install
+$(SAMPLE_COPY):
+	mkdir -p $(DATA_DIR)
+	cp -R examples/context-repo $(SAMPLE_COPY).tmp && mv $(SAMPLE_COPY).tmp $(SAMPLE_COPY)
+
+run: install $(SAMPLE_COPY)
 	$(BIN)/context-kit-service serve --repo $(REPO)
 
 test: install $(JS_STAMP) $(CHROMIUM)

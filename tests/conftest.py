@@ -26,10 +26,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings that read no `.env` file, with a data dir under the test's tmp_path."""
+    """Settings that read no `.env` file, with a data dir under the test's tmp_path; the
+    TestClient's `testserver` host is allowed (cross-site tests build their own settings)."""
 
     def build(**overrides: Any) -> Settings:
         overrides.setdefault("data_dir", tmp_path / "data")
+        overrides.setdefault("allowed_hosts", ["testserver"])
         return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
     return build
@@ -68,7 +70,7 @@ def agent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentSer
     from tests.fake_providers import serve_fake_providers
     from tests.service_process import start
 
-    token = "e2e-token"
+    token = "e2e-token-0123456789"
     with serve_fake_providers() as (fake_url, _):
         env = {
             "CKS_PROVIDER": "openai",

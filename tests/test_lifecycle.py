@@ -80,12 +80,16 @@ def test_non_loopback_host_without_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_non_loopback_host_with_token_serves_only_with_the_token(tmp_path: Path) -> None:
-    service = start(tmp_path / "data", "--host", "0.0.0.0", env={"CKS_AUTH_TOKEN": "abc123"})
+    service = start(
+        tmp_path / "data", "--host", "0.0.0.0", env={"CKS_AUTH_TOKEN": "abc123-long-enough-token"}
+    )
     try:
         url = f"http://127.0.0.1:{service.ready['port']}"
         assert service.ready["url"] == f"http://0.0.0.0:{service.ready['port']}"
         assert httpx.get(f"{url}/health").status_code == 401
-        authed = httpx.get(f"{url}/health", headers={"Authorization": "Bearer abc123"})
+        authed = httpx.get(
+            f"{url}/health", headers={"Authorization": "Bearer abc123-long-enough-token"}
+        )
         assert authed.status_code == 200
     finally:
         assert service.stop() == 0

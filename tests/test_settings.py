@@ -34,11 +34,11 @@ def test_environment_variables_use_the_cks_prefix(monkeypatch: pytest.MonkeyPatc
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("CKS_PROVIDER=openai\nCKS_AUTH_TOKEN=s3cret\n")
+    env_file.write_text("CKS_PROVIDER=openai\nCKS_AUTH_TOKEN=s3cret-long-enough-token\n")
     settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     assert settings.provider == "openai"
     assert settings.auth_token is not None
-    assert settings.auth_token.get_secret_value() == "s3cret"
+    assert settings.auth_token.get_secret_value() == "s3cret-long-enough-token"
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,14 @@ def request_chat_spec(
     `CKS_ALLOW_CLIENT_ENDPOINTS` is on (otherwise the service could be steered at any URL).
     The local provider has no endpoint, so `endpoint` is ignored for it.
     """
+    if max_tokens is not None and not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise ProviderError(
+            "INVALID_CONFIG",
+            f"max_tokens must be between 1 and {settings.max_tokens_limit} (CKS_MAX_TOKENS_LIMIT)",
+            status=422,
+        )
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise ProviderError("INVALID_CONFIG", "temperature must be between 0 and 2", status=422)
     chosen = provider or settings.provider
     if chosen == "local":
         endpoint = None

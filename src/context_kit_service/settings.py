@@ -14,6 +14,7 @@ ProviderName = Literal["local", "ollama", "openai", "azure-openai"]
 EmbeddingsProviderName = Literal["local", "ollama", "openai", "azure-openai"]
 
 ENV_PREFIX = "CKS_"
+MIN_TOKEN_CHARS = 16
 
 
 def default_data_dir() -> Path:
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     api_version: str = Field("2024-02-15-preview", description="Azure OpenAI API version.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature (0..2).")
     max_tokens: int = Field(512, gt=0, le=32768, description="Maximum tokens per completion.")
+    max_tokens_limit: int = Field(
+        4096,
+        gt=0,
+        le=32768,
+        description="The most tokens a request may ask for per completion (`max_tokens`).",
+    )
     context_window: int = Field(
         4096, ge=512, le=131072, description="Context window (tokens) of the local model."
     )
@@ -96,6 +103,11 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Allowed CORS origins (JSON list); none by default."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the service answers to besides loopback names and the bound "
+        "address (JSON list); other `Host` headers get 421 (DNS-rebinding defence).",
     )
     allow_client_endpoints: bool = Field(
         False,
@@ -152,6 +164,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_secret_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters with no blanks "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
 
     @property
     def host_is_loopback(self) -> bool:

@@ -17,8 +17,10 @@ from context_kit_service.server.errors import install_error_handlers
 from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.server.middleware import (
+    LOOPBACK_HOSTS,
     AuthMiddleware,
     BodyLimitMiddleware,
+    CrossSiteMiddleware,
     RequestContextMiddleware,
 )
 from context_kit_service.server.state import ServiceState
@@ -69,7 +71,8 @@ def create_app(
     app.include_router(routes_assist.router)
     mount_graphs(app, state)
 
-    # Outermost last: request ids wrap everything, then auth, then the size cap.
+    # Outermost last: request ids wrap everything, then Host and content type, then auth,
+    # then CORS, then the size cap.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -79,6 +82,12 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
     if settings.auth_token is not None:
-        app.add_middleware(AuthMiddleware, token=settings.auth_token.get_secret_value())
+        app.add_middleware(
+            AuthMiddleware,
+            token=settings.auth_token.get_secret_value(),
+            cors_origins=frozenset(settings.cors_origins),
+        )
+    hosts = LOOPBACK_HOSTS | {settings.host.strip("[]").lower(), *settings.allowed_hosts}
+    app.add_middleware(CrossSiteMiddleware, hosts=frozenset(h.lower() for h in hosts))
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and access logs, bearer auth, and a request-size cap."""
+"""Pure ASGI middleware: request ids and access logs, cross-site defences, bearer auth, and a
+request-size cap."""
 
 from __future__ import annotations
 
@@ -77,15 +78,72 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class AuthMiddleware:
-    """Requires `Authorization: Bearer <token>` on every HTTP route (constant-time compare)."""
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+
+def host_name(header: str) -> str:
+    """`Host` header -> bare lower-case name: `[::1]:8000` -> `::1`, `a.b:80` -> `a.b`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class CrossSiteMiddleware:
+    """What keeps a web page out of a service with no token: only known `Host` names (a
+    DNS-rebinding page sends its own) and only `application/json` POST bodies (a cross-site
+    form or `text/plain` fetch cannot send that without a CORS preflight)."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = host_name(_header(scope, b"host") or "")
+        if "*" not in self.hosts and host not in self.hosts:
+            await send_error(
+                send,
+                421,
+                f"this service does not answer to host {host[:100]!r}; add it to "
+                "CKS_ALLOWED_HOSTS if it is yours",
+                "HOST_NOT_ALLOWED",
+            )
+            return
+        if scope["method"] == "POST":
+            media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if media != "application/json":
+                await send_error(
+                    send,
+                    415,
+                    "send the request body as JSON with 'Content-Type: application/json'",
+                    "UNSUPPORTED_MEDIA_TYPE",
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+class AuthMiddleware:
+    """Requires `Authorization: Bearer <token>` on every HTTP request (constant-time compare),
+    OPTIONS included; only a CORS preflight from a configured origin passes without it
+    (browsers send no credentials on a preflight)."""
+
+    def __init__(self, app: ASGIApp, token: str, cors_origins: frozenset[str]) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.cors_origins = cors_origins
+
+    def _is_allowed_preflight(self, scope: Scope) -> bool:
+        return (
+            scope["method"] == "OPTIONS"
+            and _header(scope, b"access-control-request-method") is not None
+            and _header(scope, b"origin") in self.cors_origins
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_allowed_preflight(scope):
             await self.app(scope, receive, send)
             return
         given = (_header(scope, b"authorization") or "").encode("latin-1")

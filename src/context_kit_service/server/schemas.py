@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from context_kit_service.graphs.retrieval import MAX_TOP_K
+
 EntityKind = Literal[
     "feature", "userstory", "spec", "task", "service", "package", "governance", "document"
 ]
@@ -82,7 +84,7 @@ class ToolExecuteResponse(WireModel):
 class RagQueryRequest(WireModel):
     query: str = Field(min_length=1)
     repo_path: str | None = Field(default=None, max_length=4096)
-    top_k: int = Field(default=5, gt=0, le=20)
+    top_k: int = Field(default=5, gt=0, le=MAX_TOP_K)
     entity_types: list[EntityKind] | None = None
     config: ProviderConfig | None = None
 
