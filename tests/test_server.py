@@ -128,7 +128,11 @@ def test_request_body_size_is_capped(make_settings) -> None:
     with TestClient(app) as client:
         small = client.post("/echo", json={"a": "b"})
         declared = client.post("/echo", json={"a": "x" * 200})
-        streamed = client.post("/echo", content=iter([b'{"a": "', b"x" * 200, b'"}']))
+        streamed = client.post(
+            "/echo",
+            content=iter([b'{"a": "', b"x" * 200, b'"}']),
+            headers={"content-type": "application/json"},
+        )
     assert (small.status_code, small.json()) == (200, {"a": "b"})
     expected = {
         "error": "Request Entity Too Large",

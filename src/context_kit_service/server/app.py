@@ -71,7 +71,7 @@ def create_app(
     app.include_router(routes_assist.router)
     mount_graphs(app, state)
 
-    # Outermost last: request ids wrap everything, then Host and content type, then auth,
+    # Outermost last: request ids wrap everything, then auth, then Host and content type,
     # then CORS, then the size cap.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.cors_origins:
@@ -81,13 +81,13 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
+    hosts = LOOPBACK_HOSTS | {settings.host.strip("[]").lower(), *settings.allowed_hosts}
+    app.add_middleware(CrossSiteMiddleware, hosts=frozenset(h.lower() for h in hosts))
     if settings.auth_token is not None:
         app.add_middleware(
             AuthMiddleware,
             token=settings.auth_token.get_secret_value(),
             cors_origins=frozenset(settings.cors_origins),
         )
-    hosts = LOOPBACK_HOSTS | {settings.host.strip("[]").lower(), *settings.allowed_hosts}
-    app.add_middleware(CrossSiteMiddleware, hosts=frozenset(h.lower() for h in hosts))
     app.add_middleware(RequestContextMiddleware)
     return app
