@@ -17,7 +17,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint format typecheck check bench lock clean
+.PHONY: install run test fuzz lint format typecheck check bench lock clean
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ test: install $(JS_STAMP) $(CHROMIUM)
 	$(BIN)/ruff format --check src tests bench evals
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Schema fuzzing of every operation of the OpenAPI document against a real service process
+# (a bounded run of the same is part of `make test`: tests/test_fuzz.py).
+fuzz: install
+	$(BIN)/python -m tests.fuzz_service --examples 50 --workers 2
 
 lint: install
 	$(BIN)/ruff check src tests bench evals

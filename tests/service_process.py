@@ -54,24 +54,42 @@ def spawn(
     *args: str,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    log: Path | None = None,
 ) -> subprocess.Popen[str]:
+    """The service on a free port; its log goes to `log` when given (a long run fills a pipe
+    nobody reads, and the service then blocks on its next log line)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
     full_env.update({"CKS_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
     full_env.update(env or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "context_kit_service.cli", "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        cwd=cwd or data_dir.parent,
-    )
+    command = [sys.executable, "-m", "context_kit_service.cli", "serve", "--port", "0", *args]
+    if log is None:
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            cwd=cwd or data_dir.parent,
+        )
+    with log.open("w") as stderr:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=full_env,
+            cwd=cwd or data_dir.parent,
+        )
 
 
 def start(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+    log: Path | None = None,
 ) -> Service:
-    process = spawn(data_dir, *args, env=env)
+    process = spawn(data_dir, *args, env=env, log=log)
     started = time.monotonic()
     try:
         line = read_line(process, timeout)

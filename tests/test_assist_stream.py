@@ -211,7 +211,8 @@ def test_a_provider_failure_is_an_error_event_with_a_code(make_settings) -> None
             "type": "error",
             "message": "cannot reach the ollama provider; is it running and is the endpoint right?",
             "code": "PROVIDER_UNAVAILABLE",
-        }
+        },
+        "[DONE]",
     ]
 
 

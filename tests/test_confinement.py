@@ -11,7 +11,11 @@ from fastapi.testclient import TestClient
 from langchain_core.tools import ToolException
 
 from context_kit_service.server import create_app
-from context_kit_service.tools.confinement import ConfinementError, resolve_repository
+from context_kit_service.tools.confinement import (
+    ConfinementError,
+    RepositoryRefused,
+    resolve_repository,
+)
 from tests.conftest import SAMPLE_REPO
 from tests.test_tools import call
 
@@ -137,8 +141,10 @@ def test_the_secret_never_appears_over_http(hostile: Path, make_settings) -> Non
                 "repoPath": str(hostile.parent),
             },
         )
-        assert direct.json()["error"] == (  # a folder that is no context repository is refused
-            f"{hostile.parent} is not a context repository: it has no contexts or .context folder"
+        assert (direct.status_code, direct.json()["code"], direct.json()["message"]) == (
+            400,  # a folder that is no context repository is refused, as on every route
+            "REPOSITORY_REFUSED",
+            f"{hostile.parent} is not a context repository: it has no contexts or .context folder",
         )
 
 
@@ -152,7 +158,7 @@ def test_the_secret_never_appears_over_http(hostile: Path, make_settings) -> Non
     ],
 )
 def test_bad_repositories_are_refused(make_settings, requested: str | None, message: str) -> None:
-    with pytest.raises(ConfinementError) as raised:
+    with pytest.raises(RepositoryRefused) as raised:
         resolve_repository(requested, make_settings())
     assert str(raised.value) == message
 
@@ -160,13 +166,13 @@ def test_bad_repositories_are_refused(make_settings, requested: str | None, mess
 def test_the_allow_list_restricts_repositories(hostile: Path, make_settings) -> None:
     settings = make_settings(allowed_repos=[hostile])
     assert resolve_repository(str(hostile), settings) == hostile
-    with pytest.raises(ConfinementError) as raised:
+    with pytest.raises(RepositoryRefused) as raised:
         resolve_repository(str(hostile.parent), settings)
     assert str(raised.value) == (
         f"repository {hostile.parent} is outside the allowed roots (CKS_ALLOWED_REPOS)"
     )
     linked = resolve_repository
-    with pytest.raises(ConfinementError):
+    with pytest.raises(RepositoryRefused):
         linked(str(hostile / "linked"), settings)  # a symlink out of an allowed root
 
 

@@ -133,8 +133,8 @@ def test_without_a_token_only_a_context_repository_is_served(
     body = {"toolId": "context.read", "parameters": {"path": "passwd"}, "repoPath": repo_path}
     with client(make_settings) as http:
         response = http.post("/ai/tools/execute", json=body)
-    assert response.status_code == 200
-    assert response.json()["error"] == message
+    assert (response.status_code, response.json()["code"]) == (400, "REPOSITORY_REFUSED")
+    assert response.json()["message"] == message
     assert "root:" not in response.text
 
 
@@ -164,7 +164,7 @@ def test_a_home_folder_is_not_a_repository_but_any_context_repository_is(
                 "repoPath": str(repo),
             },
         )
-    assert "is not a context repository" in refused.json()["error"]
+    assert "is not a context repository" in refused.json()["message"]
     assert served.json()["result"] == {"path": "README.md", "content": "# Project\n"}
 
 
@@ -173,7 +173,7 @@ def test_allowed_repos_restricts_further(make_settings, sample_copy: Path) -> No
         inside = http.post("/ai/tools/execute", json={**READ, "repoPath": str(sample_copy)})
         outside = http.post("/ai/tools/execute", json={**READ, "repoPath": str(SAMPLE_REPO)})
     assert inside.json()["result"]["path"] == "docs/glossary.md"
-    assert outside.json()["error"] == (
+    assert outside.json()["message"] == (
         f"repository {SAMPLE_REPO} is outside the allowed roots (CKS_ALLOWED_REPOS)"
     )
 

@@ -98,11 +98,12 @@ def test_unexpected_errors_leak_nothing(make_settings) -> None:
         raise RuntimeError("secret detail /home/user/.ssh/id_rsa")
 
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/boom")
+        response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
+    assert response.headers["x-request-id"] == "boom-1"
     assert response.json() == {
         "error": "Internal Server Error",
-        "message": "internal error; see the service log",
+        "message": "internal error; the service log has the details under request id boom-1",
         "type": "server_error",
         "code": "INTERNAL_ERROR",
     }

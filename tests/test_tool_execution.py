@@ -191,10 +191,12 @@ def test_an_approval_can_edit_the_arguments(writable: tuple[TestClient, Path]) -
 
 def test_repositories_outside_the_allow_list_are_refused(writable: tuple[TestClient, Path]) -> None:
     client, _ = writable
-    payload = execute(client, "context.read", {"path": TASK})
-    assert (
-        payload["error"]
-        == f"repository {SAMPLE_REPO} is outside the allowed roots (CKS_ALLOWED_REPOS)"
+    body = {"toolId": "context.read", "parameters": {"path": TASK}, "repoPath": str(SAMPLE_REPO)}
+    response = client.post("/ai/tools/execute", json=body)
+    assert (response.status_code, response.json()["code"], response.json()["message"]) == (
+        400,  # the same answer as on every other route
+        "REPOSITORY_REFUSED",
+        f"repository {SAMPLE_REPO} is outside the allowed roots (CKS_ALLOWED_REPOS)",
     )
 
 

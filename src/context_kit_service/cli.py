@@ -206,12 +206,12 @@ def index(args: argparse.Namespace) -> int:
     from context_kit_service.repository.cache import repositories
     from context_kit_service.retrieval.documents import repository_chunks
     from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
-    from context_kit_service.tools.confinement import ConfinementError, resolve_repository
+    from context_kit_service.tools.confinement import RepositoryRefused, resolve_repository
 
     settings = load_settings()
     try:
         root = resolve_repository(str(args.repo.expanduser().resolve()), settings)
-    except ConfinementError as exc:
+    except RepositoryRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()

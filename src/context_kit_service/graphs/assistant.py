@@ -17,14 +17,21 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    SystemMessage,
+    ToolMessage,
+    messages_from_dict,
+)
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import interrupt
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from context_kit_service.graphs import prompts
 from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
@@ -39,8 +46,32 @@ MAX_TOOL_ROUNDS = 6
 ASSISTANT_TOOLS = [*REPOSITORY_TOOLS, search_context]
 
 
+MESSAGE_TYPES = ("human", "ai", "system", "tool")
+
+
+def check_messages(value: Any) -> Any:
+    """Refuse, as a validation error, message shapes the assistant cannot take (`chat` and
+    `function` messages, malformed tool calls): LangChain's message constructors raise
+    TypeError on some of them, which would be a server error."""
+    if not isinstance(value, list):
+        return value
+    for index, item in enumerate(value):
+        if isinstance(item, BaseMessage) or not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind is None:
+            continue  # pydantic's own validation names the missing type
+        if kind not in MESSAGE_TYPES:
+            raise ValueError(f"messages[{index}]: type must be one of {', '.join(MESSAGE_TYPES)}")
+        try:
+            messages_from_dict([{"type": kind, "data": item}])
+        except Exception as exc:
+            raise ValueError(f"messages[{index}]: {str(exc)[:200]}") from None
+    return value
+
+
 class InputState(BaseModel):
-    messages: Annotated[list[AnyMessage], add_messages] = Field(
+    messages: Annotated[list[AnyMessage], BeforeValidator(check_messages), add_messages] = Field(
         default_factory=list, description="The conversation; new turns are appended."
     )
     repo_path: str = Field(default="", description="Repository; empty means the default.")

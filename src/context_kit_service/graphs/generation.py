@@ -34,7 +34,7 @@ from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.model import Entity, Repository, repository_signature
 from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
 from context_kit_service.repository.yaml_io import dump_new
-from context_kit_service.tools.confinement import ConfinementError, resolve_repository
+from context_kit_service.tools.confinement import resolve_repository
 
 MIN_PROMPT_CHARS = 10
 MAX_ARRAY_ITEMS = 4
@@ -160,10 +160,7 @@ def _fail(message: str) -> dict[str, Any]:
 async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]:
     started = time.time()
     settings = service_settings(config)
-    try:
-        root = resolve_repository(state.repo_path, settings)
-    except ConfinementError as exc:
-        return _fail(str(exc))
+    root = resolve_repository(state.repo_path, settings)
     embeddings = embeddings_for(config)
 
     def load_and_search() -> tuple[Repository, list[Source]]:

@@ -35,7 +35,7 @@ class Source(BaseModel):
 
 
 class RetrievalRequest(BaseModel):
-    query: str = Field(default="", description="What to look for.")
+    query: str = Field(min_length=1, description="What to look for (required, not blank).")
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="How many entities to return.")
     entity_types: list[str] = Field(default_factory=list, description="Only these entity types.")
     mmr: bool = Field(default=False, description="Diversify results (maximal marginal relevance).")

@@ -74,9 +74,9 @@ def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any
 
 
 async def validate_request(state: State, config: RunnableConfig) -> dict[str, Any]:
+    root = resolve_repository(state.repo_path, service_settings(config))
     try:
         tool = resolve_tool(state.tool_id)
-        root = resolve_repository(state.repo_path, service_settings(config))
         arguments = check_arguments(tool.name, state.parameters)
     except ToolException as exc:
         return {"status": "error", "error": str(exc), "tool": state.tool_id}

@@ -21,8 +21,10 @@ from context_kit_service.server.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
     CrossSiteMiddleware,
+    GraphBodyMiddleware,
     RequestContextMiddleware,
 )
+from context_kit_service.server.openapi import install_openapi
 from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings, get_settings
 
@@ -70,9 +72,11 @@ def create_app(
     app.include_router(routes_ai.router)
     app.include_router(routes_assist.router)
     mount_graphs(app, state)
+    install_openapi(app, with_token=settings.auth_token is not None)
 
     # Outermost last: request ids wrap everything, then auth, then Host and content type,
-    # then CORS, then the size cap.
+    # then CORS, then the size cap, then the check of LangServe bodies.
+    app.add_middleware(GraphBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(

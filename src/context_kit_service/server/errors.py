@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -15,8 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from context_kit_service.graphs.resumable import PendingApprovalError
 from context_kit_service.providers import ProviderError
+from context_kit_service.repository.writes import WriteRefused
+from context_kit_service.repository.yaml_io import BoundsExceeded
+from context_kit_service.server.logging import request_id_var
 from context_kit_service.server.state import NotStartedError
-from context_kit_service.tools.confinement import ConfinementError
+from context_kit_service.tools.confinement import ConfinementError, RepositoryRefused
 
 logger = logging.getLogger(__name__)
 
@@ -65,89 +69,134 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc[1:]) or str(loc[0] if loc else "body")
 
 
-def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": _field_path(tuple(error["loc"])), "message": str(error["msg"])}
-        for error in exc.errors()
-    ]
-
-
-async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = validation_details(exc)
-    summary = "; ".join(f"{item['field']}: {item['message']}" for item in details[:5])
-    return error_response(
-        422, f"invalid request: {summary}", code="VALIDATION_ERROR", details=details
-    )
-
-
-async def _graph_input_handler(request: Request, exc: Exception) -> JSONResponse:
-    """A graph refused its input (a LangServe body that passed the schema's types)."""
-    assert isinstance(exc, ValidationError)
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]) or "input", "message": str(e["msg"])}
-        for e in exc.errors()
-    ]
-    summary = "; ".join(f"{item['field']}: {item['message']}" for item in details[:5])
-    return error_response(
-        422, f"invalid input: {summary}", code="VALIDATION_ERROR", details=details
-    )
+def validation_details(exc: RequestValidationError | ValidationError) -> list[dict[str, str]]:
+    """Each problem as `{field, message}`; LangServe also raises plain-string errors."""
+    if isinstance(exc, ValidationError):
+        return [
+            {"field": ".".join(str(p) for p in e["loc"]) or "input", "message": str(e["msg"])}
+            for e in exc.errors()
+        ]
+    details = []
+    for error in exc.errors():
+        if isinstance(error, dict):
+            loc = tuple(error.get("loc") or ())
+            details.append({"field": _field_path(loc), "message": str(error.get("msg", error))})
+        else:
+            details.append({"field": "body", "message": str(error)})
+    return details
 
 
 _HTTP_CODES = {
+    400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
 }
 
 
-async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(
-        exc.status_code,
-        message,
-        code=_HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}"),
-        headers=exc.headers,
+@dataclass(frozen=True)
+class Classified:
+    status: int
+    code: str
+    message: str
+    details: Any | None = None
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, code=self.code, details=self.details)
+
+
+def _summary(details: list[dict[str, str]], prefix: str) -> str:
+    return prefix + "; ".join(f"{item['field']}: {item['message']}" for item in details[:5])
+
+
+def _original(exc: BaseException) -> BaseException:
+    """What was raised, through the wrappers of a started stream: its task group, and
+    Starlette's "Caught handled exception, but response already started"."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        elif isinstance(exc, RuntimeError) and "response already started" in str(exc):
+            if exc.__cause__ is None:
+                return exc
+            exc = exc.__cause__
+        else:
+            return exc
+
+
+def classify(exc: BaseException) -> Classified:
+    """The one error policy: what a client is told about `exc`, on every route and stream."""
+    exc = _original(exc)
+    if isinstance(exc, ServiceError):
+        return Classified(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, ProviderError):
+        return Classified(exc.status, exc.code, exc.message)
+    if isinstance(exc, RequestValidationError):
+        details = validation_details(exc)
+        return Classified(422, "VALIDATION_ERROR", _summary(details, "invalid request: "), details)
+    if isinstance(exc, ValidationError):
+        details = validation_details(exc)
+        return Classified(422, "VALIDATION_ERROR", _summary(details, "invalid input: "), details)
+    if isinstance(exc, StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return Classified(
+            exc.status_code, _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}"), message
+        )
+    if isinstance(exc, PendingApprovalError):
+        return Classified(409, "NO_PENDING_APPROVAL", str(exc))
+    if isinstance(exc, NotStartedError):
+        return Classified(503, "NOT_READY", str(exc))
+    if isinstance(exc, RepositoryRefused):
+        return Classified(400, "REPOSITORY_REFUSED", str(exc))
+    if isinstance(exc, ConfinementError):
+        return Classified(400, "PATH_REFUSED", str(exc))
+    if isinstance(exc, WriteRefused):
+        return Classified(422, "WRITE_REFUSED", str(exc))
+    if isinstance(exc, BoundsExceeded):
+        return Classified(422, "VALIDATION_ERROR", f"invalid input: {exc}")
+    return Classified(
+        500,
+        "INTERNAL_ERROR",
+        f"internal error; the service log has the details under request id {request_id_var.get()}",
     )
 
 
-async def _service_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
+def log_error(exc: BaseException, classified: Classified) -> None:
+    """Unexpected errors with their traceback; expected ones as one line."""
+    exc = _original(exc)
+    if classified.status >= 500 and not isinstance(exc, ProviderError | NotStartedError):
+        logger.error("unhandled error", exc_info=exc)
+    else:
+        logger.info(
+            "request refused", extra={"code": classified.code, "detail": classified.message}
+        )
 
 
-async def _provider_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProviderError)
-    logger.warning("provider error", extra={"code": exc.code, "detail": exc.message})
-    return error_response(exc.status, exc.message, code=exc.code)
+async def _handler(request: Request, exc: Exception) -> JSONResponse:
+    classified = classify(exc)
+    log_error(exc, classified)
+    headers = exc.headers if isinstance(exc, StarletteHTTPException) else None
+    return JSONResponse(classified.body(), classified.status, headers=headers)
 
 
-async def _pending_handler(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(409, str(exc), code="NO_PENDING_APPROVAL")
-
-
-async def _not_started_handler(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, str(exc), code="NOT_READY")
-
-
-async def _confinement_handler(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, str(exc), code="REPOSITORY_REFUSED")
-
-
-async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error", exc_info=exc)
-    return error_response(500, "internal error; see the service log", code="INTERNAL_ERROR")
+HANDLED: tuple[type[Exception], ...] = (
+    RequestValidationError,
+    ValidationError,
+    StarletteHTTPException,
+    ServiceError,
+    ProviderError,
+    PendingApprovalError,
+    NotStartedError,
+    ConfinementError,
+    RepositoryRefused,
+    WriteRefused,
+    BoundsExceeded,
+    Exception,
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(ValidationError, _graph_input_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_handler)
-    app.add_exception_handler(ServiceError, _service_handler)
-    app.add_exception_handler(ProviderError, _provider_handler)
-    app.add_exception_handler(PendingApprovalError, _pending_handler)
-    app.add_exception_handler(NotStartedError, _not_started_handler)
-    app.add_exception_handler(ConfinementError, _confinement_handler)
-    app.add_exception_handler(Exception, _unexpected_handler)
+    for kind in HANDLED:
+        app.add_exception_handler(kind, _handler)

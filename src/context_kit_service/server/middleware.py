@@ -13,7 +13,8 @@ import uuid
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from context_kit_service.server.errors import error_body
+from context_kit_service.repository.yaml_io import BoundsExceeded, check_bounds
+from context_kit_service.server.errors import classify, error_body, log_error
 from context_kit_service.server.logging import request_id_var
 
 logger = logging.getLogger("context_kit_service.access")
@@ -40,7 +41,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Assigns (or accepts) an `X-Request-ID`, echoes it, and writes one access log line."""
+    """Assigns (or accepts) an `X-Request-ID`, echoes it, writes one access log line, and
+    answers any error that escaped the routes under the error policy (`classify`): a 500 keeps
+    its request id, and an error inside a started LangServe stream ends the stream with the
+    classified `error` event instead of LangServe's bare "Internal Server Error"."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -54,18 +58,39 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 0
+        held: bytes | None = None
+        """LangServe's generic stream error event, held until the exception says what it was."""
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, held
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and _LANGSERVE_ERROR in message.get(
+                "body", b""
+            ):
+                held = message["body"]
+                return
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            classified = classify(exc)
+            log_error(exc, classified)
+            if status == 0:
+                await send_error(
+                    send_with_id, classified.status, classified.message, classified.code
+                )
+            elif held is not None:
+                event = {"status_code": classified.status, **classified.body()}
+                body = f"event: error\r\ndata: {json.dumps(event)}\r\n\r\n".encode()
+                held = None
+                await send({"type": "http.response.body", "body": body, "more_body": False})
         finally:
+            if held is not None:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
             logger.info(
                 "request",
                 extra={
@@ -76,6 +101,9 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+_LANGSERVE_ERROR = b'{"status_code": 500, "message": "Internal Server Error"}'
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -187,3 +215,83 @@ class BodyLimitMiddleware:
             return incoming
 
         await self.app(scope, counting_receive, send)
+
+
+GRAPH_ENDPOINTS = frozenset({"invoke", "batch", "stream", "stream_log", "stream_events"})
+
+
+def graph_body_problem(endpoint: str, body: bytes) -> tuple[int, str, str] | None:
+    """What is wrong with a LangServe request body, before LangServe parses it (it answers 500
+    to bodies it cannot parse): (status, code, message), or None when it is well formed."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return 400, "INVALID_JSON", "the request body is not UTF-8 text"
+    except (ValueError, RecursionError) as exc:
+        return 400, "INVALID_JSON", f"the request body is not valid JSON ({str(exc)[:80]})"
+    try:
+        check_bounds(data)
+    except BoundsExceeded as exc:
+        return 422, "VALIDATION_ERROR", f"invalid request: {exc}"
+    if not isinstance(data, dict):
+        return 422, "VALIDATION_ERROR", "invalid request: the body must be a JSON object"
+    if endpoint == "batch":
+        if not isinstance(data.get("inputs"), list):
+            return 422, "VALIDATION_ERROR", "invalid request: inputs must be a list of inputs"
+        configs = data.get("config", {})
+        configs = configs if isinstance(configs, list) else [configs]
+    else:
+        if "input" not in data:
+            return 422, "VALIDATION_ERROR", "invalid request: input: Field required"
+        configs = [data.get("config", {})]
+    for config in configs:
+        if not isinstance(config, dict) or not isinstance(config.get("configurable", {}), dict):
+            return 422, "VALIDATION_ERROR", "invalid request: config must be an object (or absent)"
+    if not isinstance(data.get("kwargs", {}), dict):
+        return 422, "VALIDATION_ERROR", "invalid request: kwargs must be an object (or absent)"
+    return None
+
+
+class GraphBodyMiddleware:
+    """Checks every LangServe POST body (`/graphs/<name>/<endpoint>`) with `graph_body_problem`,
+    then hands the body it read on unchanged."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/graphs/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        endpoint = path.rsplit("/", 1)[-1]
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not path.startswith(self.prefix)
+            or endpoint not in GRAPH_ENDPOINTS
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = graph_body_problem(endpoint, body)
+        if problem is not None:
+            status, code, text = problem
+            await send_error(send, status, text, code)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)

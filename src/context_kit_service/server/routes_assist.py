@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -21,13 +22,13 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
-from langgraph.types import Command
 
 from context_kit_service.graphs.assistant import plain_message
 from context_kit_service.graphs.configuration import chat_model_for
-from context_kit_service.providers import ProviderError, model_name
+from context_kit_service.graphs.resumable import start_run
+from context_kit_service.providers import model_name
 from context_kit_service.server.deps import StateDep
-from context_kit_service.server.errors import ServiceError
+from context_kit_service.server.errors import ServiceError, classify, log_error
 from context_kit_service.server.routes_ai import check_input_size, run_config
 from context_kit_service.server.schemas import AssistRequest
 from context_kit_service.server.state import ServiceState
@@ -42,7 +43,6 @@ ROLES: dict[str, type[BaseMessage]] = {
 }
 DONE = "data: [DONE]\n\n"
 HEARTBEAT = ": heartbeat\n\n"
-STREAM_FAILED = {"message": "the assistant failed; see the service log", "code": "STREAM_ERROR"}
 Graph = Pregel[Any, Any, Any, Any]
 
 
@@ -51,8 +51,9 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 async def _input(graph: Graph, body: AssistRequest, config: RunnableConfig) -> Any:
-    if body.approval is not None:
-        return Command(resume=body.approval.model_dump())
+    if body.approval is not None:  # NO_PENDING_APPROVAL when the thread waits for nothing
+        start, _ = await start_run(graph, {"approval": body.approval.model_dump()}, config)
+        return start
     known = (await graph.aget_state(config)).values.get("messages")
     history = [] if known else [ROLES[t.role](t.content) for t in body.conversation_history]
     return {
@@ -63,11 +64,18 @@ async def _input(graph: Graph, body: AssistRequest, config: RunnableConfig) -> A
 
 
 async def stream_answer(
-    graph: Graph, payload: Any, config: RunnableConfig, heartbeat_s: float
+    graph: Graph, body: AssistRequest, config: RunnableConfig, heartbeat_s: float
 ) -> AsyncIterator[str]:
-    """token… then complete then [DONE]; an error event with a code on failure; comment
-    heartbeats while nothing streams (a tool is running). Closing the connection cancels the
-    graph, and with it the model call and any running tool."""
+    """token… then complete, or one error event (classified like every other route's errors:
+    its `code` and message say what to fix), then [DONE]; comment heartbeats while nothing
+    streams (a tool is running). Closing the connection cancels the graph, and with it the
+    model call and any running tool."""
+    try:
+        payload = await _input(graph, body, config)
+    except Exception as exc:
+        yield _error_event(exc)
+        yield DONE
+        return
     started = time.perf_counter()
     index = 0
     stream = graph.astream(payload, config, stream_mode="messages")
@@ -108,14 +116,20 @@ async def stream_answer(
         }
         yield sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
         yield DONE
-    except ProviderError as exc:
-        yield sse({"type": "error", "message": exc.message, "code": exc.code})
-    except Exception:
-        logger.exception("assistant stream failed")
-        yield sse({"type": "error", **STREAM_FAILED})
+    except Exception as exc:
+        yield _error_event(exc)
+        yield DONE
     finally:
         pending.cancel()
-        await stream.aclose()  # type: ignore[attr-defined]
+        # The cancelled step may still be inside the stream; it then ends with the step.
+        with contextlib.suppress(RuntimeError):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+def _error_event(exc: BaseException) -> str:
+    classified = classify(exc)
+    log_error(exc, classified)
+    return sse({"type": "error", "message": classified.message, "code": classified.code})
 
 
 @router.post("/assist/stream")
@@ -125,9 +139,8 @@ async def assist_stream(body: AssistRequest, state: StateDep) -> StreamingRespon
     thread_id = body.thread_id or uuid.uuid4().hex
     config = run_config(state, body.config, thread_id=thread_id)
     graph = state.graph("assistant")
-    payload = await _input(graph, body, config)
     return StreamingResponse(
-        stream_answer(graph, payload, config, state.settings.heartbeat_s),
+        stream_answer(graph, body, config, state.settings.heartbeat_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -15,7 +15,12 @@ REPOSITORY_MARKERS = ("contexts", ".context")
 
 
 class ConfinementError(ToolException):
-    """A path or repository the request may not use."""
+    """A path inside the repository the tool may not use (a tool failure, like any other)."""
+
+
+class RepositoryRefused(ValueError):
+    """A repository the request may not use: the request is refused (400 REPOSITORY_REFUSED on
+    every route), it is not a tool failure."""
 
 
 def resolve_repository(requested: str | Path | None, settings: Settings) -> Path:
@@ -24,27 +29,28 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
     It must be an existing directory that looks like a context repository (it has a
     `contexts/` or `.context/` folder) and, when `CKS_ALLOWED_REPOS` is set, lie under one of
     those roots. So a stray request cannot make `/etc` or a home folder a repository.
+    Raises RepositoryRefused otherwise.
     """
     chosen = requested if requested not in (None, "") else settings.repo_path
     if chosen is None:
-        raise ConfinementError("no repository given: send repoPath or set CKS_REPO_PATH")
+        raise RepositoryRefused("no repository given: send repoPath or set CKS_REPO_PATH")
     text = str(chosen)
     if "\x00" in text:
-        raise ConfinementError("repository path contains a NUL byte")
+        raise RepositoryRefused("repository path contains a NUL byte")
     root = Path(text).expanduser()
     if not root.is_absolute():
-        raise ConfinementError(f"repository path must be absolute: {text}")
+        raise RepositoryRefused(f"repository path must be absolute: {text}")
     root = root.resolve()
     if not root.is_dir():
-        raise ConfinementError(f"repository not found: {root}")
+        raise RepositoryRefused(f"repository not found: {root}")
     if settings.allowed_repos:
         allowed = [Path(a).expanduser().resolve() for a in settings.allowed_repos]
         if not any(root == a or root.is_relative_to(a) for a in allowed):
-            raise ConfinementError(
+            raise RepositoryRefused(
                 f"repository {root} is outside the allowed roots (CKS_ALLOWED_REPOS)"
             )
     if not any((root / marker).is_dir() for marker in REPOSITORY_MARKERS):
-        raise ConfinementError(
+        raise RepositoryRefused(
             f"{root} is not a context repository: it has no {' or '.join(REPOSITORY_MARKERS)} "
             "folder"
         )

@@ -1,0 +1,101 @@
+"""Schema fuzzing of the whole OpenAPI document (`make fuzz`, and a bounded run in `make test`).
+
+Starts the real service (`context-kit-service serve`) on a private copy of the sample
+repository, answering with the fake OpenAI-compatible server's scripted models, then runs
+schemathesis over every operation. Fails on any 5xx, any response that does not match its
+documented schema or content type, and any undocumented status code.
+
+    python -m tests.fuzz_service [--examples N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.conftest import SAMPLE_REPO
+from tests.fake_providers import serve_fake_providers
+from tests.service_process import start
+
+TOKEN = "fuzzing-token-0123456789"
+LOG = Path(__file__).resolve().parents[1] / "test-results" / "fuzz-service.log"
+"""The service's own log of the last run (JSON lines), kept for reading after a failure."""
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+    ]
+)
+
+
+def fuzz(examples: int, seed: int, extra: list[str]) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="cks-fuzz-") as folder,
+        serve_fake_providers() as (
+            fake_url,
+            _,
+        ),
+    ):
+        repo = Path(folder) / "repo"
+        shutil.copytree(SAMPLE_REPO, repo)
+        env = {
+            "CKS_PROVIDER": "openai",
+            "CKS_MODEL": "agent",
+            "CKS_BASE_URL": f"{fake_url}/v1",
+            "CKS_API_KEY": "test-key",
+            "CKS_EMBEDDINGS_PROVIDER": "openai",
+            "CKS_EMBEDDINGS_MODEL": "fake-embed",
+            "CKS_AUTH_TOKEN": TOKEN,
+            "CKS_REPO_PATH": str(repo),
+            "CKS_REQUEST_TIMEOUT_S": "120",
+            # A request may pick the embedded model: keep its answers short.
+            "CKS_MAX_TOKENS": "16",
+            "CKS_MAX_TOKENS_LIMIT": "32",
+        }
+        LOG.parent.mkdir(exist_ok=True)
+        service = start(Path(folder) / "data", env=env, timeout=60, log=LOG)
+        try:
+            command = [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "run",
+                f"{service.url}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                str(examples),
+                "--seed",
+                str(seed),
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
+                "--request-timeout",
+                "30",
+                "--no-color",
+                "--generation-database",
+                "none",
+                # Generator limits on the deep LangServe schemas, not answers of the service.
+                "--suppress-health-check",
+                "filter_too_much,too_slow",
+                *extra,
+            ]
+            return subprocess.run(command, env=os.environ, check=False).returncode
+        finally:
+            service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=50, help="examples per operation")
+    parser.add_argument("--seed", type=int, default=1, help="hypothesis seed")
+    args, extra = parser.parse_known_args()
+    sys.exit(fuzz(args.examples, args.seed, extra))
+
+
+if __name__ == "__main__":
+    main()
