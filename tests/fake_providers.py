@@ -287,3 +287,17 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def fake_service_env(fake_url: str, model: str = "agent", **extra: str) -> dict[str, str]:
+    """`CKS_*` variables for a service answering with this server's `model` and embeddings;
+    `extra` adds more by name without the prefix (`AUTH_TOKEN="..."`)."""
+    return {
+        "CKS_PROVIDER": "openai",
+        "CKS_MODEL": model,
+        "CKS_BASE_URL": f"{fake_url}/v1",
+        "CKS_API_KEY": "test-key",
+        "CKS_EMBEDDINGS_PROVIDER": "openai",
+        "CKS_EMBEDDINGS_MODEL": "fake-embed",
+        **{f"CKS_{name}": value for name, value in extra.items()},
+    }

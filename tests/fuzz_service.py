@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from tests.conftest import SAMPLE_REPO
-from tests.fake_providers import serve_fake_providers
+from tests.fake_providers import fake_service_env, serve_fake_providers
 from tests.service_process import start
 
 TOKEN = "fuzzing-token-0123456789"
@@ -45,20 +45,15 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
     ):
         repo = Path(folder) / "repo"
         shutil.copytree(SAMPLE_REPO, repo)
-        env = {
-            "CKS_PROVIDER": "openai",
-            "CKS_MODEL": "agent",
-            "CKS_BASE_URL": f"{fake_url}/v1",
-            "CKS_API_KEY": "test-key",
-            "CKS_EMBEDDINGS_PROVIDER": "openai",
-            "CKS_EMBEDDINGS_MODEL": "fake-embed",
-            "CKS_AUTH_TOKEN": TOKEN,
-            "CKS_REPO_PATH": str(repo),
-            "CKS_REQUEST_TIMEOUT_S": "120",
+        env = fake_service_env(
+            fake_url,
+            AUTH_TOKEN=TOKEN,
+            REPO_PATH=str(repo),
+            REQUEST_TIMEOUT_S="120",
             # A request may pick the embedded model: keep its answers short.
-            "CKS_MAX_TOKENS": "16",
-            "CKS_MAX_TOKENS_LIMIT": "32",
-        }
+            MAX_TOKENS="16",
+            MAX_TOKENS_LIMIT="32",
+        )
         LOG.parent.mkdir(exist_ok=True)
         service = start(Path(folder) / "data", env=env, timeout=60, log=LOG)
         try:

@@ -15,7 +15,7 @@ import pytest
 
 from context_kit_service.repository import load_repository
 from tests.conftest import SAMPLE_REPO
-from tests.fake_providers import serve_fake_providers
+from tests.fake_providers import fake_service_env, serve_fake_providers
 from tests.service_process import Service, start
 
 TOKEN = "concurrency-token-0123456789"
@@ -30,15 +30,10 @@ def repo_and_services(
     repo = base / "repo"
     shutil.copytree(SAMPLE_REPO, repo)
     with serve_fake_providers() as (fake_url, _):
-        env = {
-            "CKS_PROVIDER": "openai",
-            "CKS_MODEL": "agent",
-            "CKS_BASE_URL": f"{fake_url}/v1",
-            "CKS_API_KEY": "test-key",
-            "CKS_EMBEDDINGS_PROVIDER": "openai",
-            "CKS_EMBEDDINGS_MODEL": "fake-embed",
-            "CKS_AUTH_TOKEN": TOKEN,
-        }
+        env = fake_service_env(
+            fake_url,
+            AUTH_TOKEN=TOKEN,
+        )
         services = [start(base / "data", env=env, timeout=60) for _ in range(2)]
         try:
             yield repo, services

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import SAMPLE_REPO
-from tests.fake_providers import serve_fake_providers
+from tests.fake_providers import fake_service_env, serve_fake_providers
 from tests.service_process import Service, start
 
 SECRET = "OUTSIDE-SECRET-51d2"
@@ -118,14 +118,7 @@ CASES = {
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """No token, as the desktop app launches it; the fake provider answers chat and embeddings."""
     with serve_fake_providers() as (fake_url, _):
-        env = {
-            "CKS_PROVIDER": "openai",
-            "CKS_MODEL": "agent",
-            "CKS_BASE_URL": f"{fake_url}/v1",
-            "CKS_API_KEY": "test-key",
-            "CKS_EMBEDDINGS_PROVIDER": "openai",
-            "CKS_EMBEDDINGS_MODEL": "fake-embed",
-        }
+        env = fake_service_env(fake_url)
         running = start(tmp_path_factory.mktemp("hostile") / "data", env=env, timeout=60)
         try:
             yield running
