@@ -146,10 +146,10 @@ def test_a_blank_query_on_the_langserve_route_is_a_422_not_a_500(rag_client) -> 
     assert response.status_code == 422
     assert response.json() == {
         "error": "Unprocessable Entity",
-        "message": "invalid input: query: Value error, query must not be blank",
+        "message": "invalid request: query: Field required",  # the schema says it is required
         "type": "client_error",
         "code": "VALIDATION_ERROR",
-        "details": [{"field": "query", "message": "Value error, query must not be blank"}],
+        "details": [{"field": "query", "message": "Field required"}],
     }
     assert model.prompts == []
 

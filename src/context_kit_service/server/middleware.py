@@ -247,8 +247,6 @@ def graph_body_problem(endpoint: str, body: bytes) -> tuple[int, str, str] | Non
     for config in configs:
         if not isinstance(config, dict) or not isinstance(config.get("configurable", {}), dict):
             return 422, "VALIDATION_ERROR", "invalid request: config must be an object (or absent)"
-    if not isinstance(data.get("kwargs", {}), dict):
-        return 422, "VALIDATION_ERROR", "invalid request: kwargs must be an object (or absent)"
     return None
 
 
