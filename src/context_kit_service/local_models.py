@@ -523,7 +523,7 @@ class LocalChatModel(BaseChatModel):
             cancel.set()
             await asyncio.shield(job)
 
-    def bind_tools(  # type: ignore[override]
+    def bind_tools(
         self, tools: Any, *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer `tools`: they are described in the prompt, and decoding is constrained to an
@@ -532,7 +532,7 @@ class LocalChatModel(BaseChatModel):
         tool_reply_schema(openai_tools, tool_choice)  # refuse a bad tool_choice now
         return self.bind(tools=openai_tools, tool_choice=tool_choice, **kwargs)
 
-    def with_structured_output(  # type: ignore[override]
+    def with_structured_output(
         self,
         schema: dict[str, Any] | type[BaseModel],
         *,

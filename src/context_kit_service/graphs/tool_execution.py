@@ -67,7 +67,7 @@ def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any
         validated = schema.model_validate(parameters)  # type: ignore[union-attr]
     except ValidationError as exc:
         raise ToolException(_argument_error(exc)) from None
-    return validated.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
+    return validated.model_dump(exclude_unset=True)
 
 
 # --- nodes -----------------------------------------------------------------------------------

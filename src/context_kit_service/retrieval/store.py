@@ -166,7 +166,7 @@ class FaissStore(VectorStore):
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [d for d, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
-    def max_marginal_relevance_search_by_vector(  # type: ignore[override]
+    def max_marginal_relevance_search_by_vector(
         self,
         embedding: Sequence[float],
         k: int = 4,
@@ -196,7 +196,7 @@ class FaissStore(VectorStore):
         chosen = maximal_marginal_relevance(query, list(vectors), lambda_mult=lambda_mult, k=k)
         return [(candidates[i][1], candidates[i][2]) for i in chosen]
 
-    def max_marginal_relevance_search(  # type: ignore[override]
+    def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         vector = self._embedding.embed_query(query)

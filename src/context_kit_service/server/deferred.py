@@ -92,7 +92,7 @@ class DeferredGraph(Runnable[Any, Any]):
                 event["data"]["output"] = {k: v for k, v in output.items() if k in fields}
             yield event
 
-    async def astream_log(  # type: ignore[override]
+    async def astream_log(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         payload, config = await self._start(input, config)
