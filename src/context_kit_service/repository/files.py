@@ -7,6 +7,7 @@ reads from a repository comes through `read_text`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -17,6 +18,13 @@ DEFAULT_MAX_FILE_BYTES = 1_000_000
 
 class FileRefused(ValueError):
     """A repository file that is not read; the message says why, without the file's content."""
+
+
+def data_name(root: Path) -> str:
+    """The name a repository's files in the service's data dir go by (its index, its lock):
+    the folder name for people, a digest of the resolved path to tell equal names apart."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return f"{root.name}-{digest}"
 
 
 def is_inside(path: str | Path, root: str | Path) -> bool:

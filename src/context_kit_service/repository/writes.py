@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from context_kit_service.repository.cache import repositories
-from context_kit_service.repository.files import FileRefused, is_inside, read_text
+from context_kit_service.repository.files import FileRefused, data_name, is_inside, read_text
 from context_kit_service.repository.model import CONTEXTS_DIR, Entity, Problem, Repository
 from context_kit_service.repository.types import SAFE_ID, EntityType, entity_type
 from context_kit_service.repository.yaml_io import (
@@ -69,8 +68,7 @@ _process_locks_guard = threading.Lock()
 
 
 def lock_path(data_dir: Path, root: Path) -> Path:
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return data_dir / "locks" / f"{root.name}-{digest}.lock"
+    return data_dir / "locks" / f"{data_name(root)}.lock"
 
 
 @contextmanager

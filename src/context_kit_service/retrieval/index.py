@@ -7,7 +7,6 @@ query: a stat of every file, and a sync only when something changed.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.files import data_name
 from context_kit_service.repository.model import Signature, repository_signature
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.store import FaissStore
@@ -40,8 +40,7 @@ class SyncStats:
 
 
 def index_directory(data_dir: Path, root: Path) -> Path:
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return data_dir / "indexes" / f"{root.name}-{digest}"
+    return data_dir / "indexes" / data_name(root)
 
 
 class RepositoryIndex:
