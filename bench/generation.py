@@ -25,7 +25,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import JsonOutputParser
 
-from context_kit_service.graphs.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
+from context_kit_service.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
 from context_kit_service.graphs.generation import graph
 from context_kit_service.local_models import structured
 from context_kit_service.settings import load_settings

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from langchain_core.documents import Document
 
-from context_kit_service.graphs.retrieval import search_repository
 from context_kit_service.local_models import LocalEmbeddings
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.synthetic import generate_repository
 from context_kit_service.retrieval.documents import repository_chunks
 from context_kit_service.retrieval.index import RepositoryIndex
+from context_kit_service.retrieval.search import search_repository
 from context_kit_service.retrieval.store import FaissStore
 from context_kit_service.settings import load_settings
 

@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from context_kit_service.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.graphs.assistant import (
     ASSISTANT_TOOLS,
     MAX_TOOL_ROUNDS,
@@ -17,7 +18,6 @@ from context_kit_service.graphs.assistant import (
     fit_to_window,
     graph,
 )
-from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.tools.registry import TOOLS_BY_NAME
 from tests.conftest import SAMPLE_REPO
 from tests.fakes import ScriptedChatModel

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
+from context_kit_service.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.graphs.generation import graph
 from context_kit_service.repository import load_repository
 from context_kit_service.server import create_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from context_kit_service.graphs.configuration import SETTINGS_KEY
+from context_kit_service.configuration import SETTINGS_KEY
 from context_kit_service.graphs.generation import graph
 from context_kit_service.repository import load_repository
 from tests.conftest import SAMPLE_REPO

@@ -11,7 +11,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from context_kit_service.local_models import LocalChatModel, default_gguf_path, format_transcript
-from context_kit_service.providers import ProviderError, chat_spec, get_chat_model
+from context_kit_service.provider_errors import ProviderError
+from context_kit_service.providers import chat_spec, get_chat_model
 
 pytestmark = pytest.mark.model
 

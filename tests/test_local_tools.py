@@ -11,10 +11,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from context_kit_service.local_models import (
+from context_kit_service.local_models import LocalChatModel, default_gguf_path
+from context_kit_service.local_models.transcript import (
     AnswerStream,
-    LocalChatModel,
-    default_gguf_path,
     format_transcript,
     parse_tool_reply,
     tool_reply_schema,

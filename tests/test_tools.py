@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langchain_core.tools import ToolException
 
-from context_kit_service.graphs.configuration import SETTINGS_KEY
+from context_kit_service.configuration import SETTINGS_KEY
 from context_kit_service.repository import load_repository
 from context_kit_service.tools.registry import APP_TOOL_IDS, TOOLS_BY_NAME, resolve_tool
 from tests.conftest import SAMPLE_REPO

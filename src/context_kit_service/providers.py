@@ -7,12 +7,12 @@ with a stable `code` the clients can act on.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from context_kit_service.provider_errors import ProviderError
 from context_kit_service.settings import ProviderName, Settings
 
 if TYPE_CHECKING:
@@ -28,16 +28,6 @@ DEFAULT_EMBEDDING_MODELS: dict[str, str] = {
     "openai": "text-embedding-3-small",
 }
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
-
-
-class ProviderError(Exception):
-    """A model provider failed or was misconfigured. `code` is stable and machine readable."""
-
-    def __init__(self, code: str, message: str, *, status: int = 502) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -295,63 +285,3 @@ _EMBEDDINGS_FACTORIES: dict[str, Callable[[EmbeddingsSpec], Embeddings]] = {
 def get_embeddings(spec: EmbeddingsSpec) -> Embeddings:
     """The embeddings client for `spec`, built once per distinct spec."""
     return _EMBEDDINGS_FACTORIES[spec.provider](spec)
-
-
-# --- errors ------------------------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _status_code(exc: BaseException) -> int | None:
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return status
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-_STATUS_CODES = {
-    401: ("PROVIDER_AUTH_FAILED", "the provider rejected the credentials (HTTP 401)"),
-    403: ("PROVIDER_AUTH_FAILED", "the provider refused access (HTTP 403)"),
-    404: ("MODEL_NOT_FOUND", "the provider does not know this model or deployment (HTTP 404)"),
-    429: ("PROVIDER_RATE_LIMITED", "the provider is rate limiting requests (HTTP 429)"),
-}
-
-
-def as_provider_error(exc: BaseException, provider: str) -> ProviderError:
-    """Translate any exception raised while calling a provider into a `ProviderError`."""
-    import httpx
-
-    for cause in _chain(exc):
-        if isinstance(cause, ProviderError):
-            return cause
-        name = type(cause).__name__
-        if isinstance(cause, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException) or (
-            name == "APITimeoutError"
-        ):
-            return ProviderError(
-                "TIMEOUT", f"the {provider} provider did not answer in time", status=504
-            )
-        status = _status_code(cause)
-        if status is not None and status in _STATUS_CODES:
-            code, text = _STATUS_CODES[status]
-            return ProviderError(code, f"{provider}: {text}", status=502)
-        if status is not None and status >= 400:
-            return ProviderError(
-                "PROVIDER_ERROR", f"the {provider} provider failed (HTTP {status})", status=502
-            )
-        if isinstance(cause, httpx.ConnectError | ConnectionError) or name == "APIConnectionError":
-            return ProviderError(
-                "PROVIDER_UNAVAILABLE",
-                f"cannot reach the {provider} provider; is it running and is the endpoint right?",
-                status=503,
-            )
-    return ProviderError("PROVIDER_ERROR", f"the {provider} provider failed", status=502)

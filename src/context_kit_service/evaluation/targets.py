@@ -14,9 +14,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from pydantic_core import to_jsonable_python
 
+from context_kit_service.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
 from context_kit_service.graphs.assistant import plain_message
-from context_kit_service.graphs.configuration import MODEL_KEY, SETTINGS_KEY
 from context_kit_service.settings import Settings
 
 GraphName = Literal["rag", "generation", "assistant", "tool_execution"]

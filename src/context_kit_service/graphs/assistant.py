@@ -33,10 +33,10 @@ from langgraph.prebuilt import ToolNode
 from langgraph.types import interrupt
 from pydantic import BaseModel, BeforeValidator, Field
 
+from context_kit_service.configuration import Configuration, chat_model_for, service_settings
 from context_kit_service.graphs import prompts
-from context_kit_service.graphs.configuration import Configuration, chat_model_for, service_settings
 from context_kit_service.local_models import LocalChatModel
-from context_kit_service.providers import as_provider_error
+from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.settings import Settings
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import REPOSITORY_TOOLS, WRITE_TOOLS

@@ -20,20 +20,21 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, field_validator
 
-from context_kit_service.graphs import prompts
-from context_kit_service.graphs.configuration import (
+from context_kit_service.configuration import (
     Configuration,
     chat_model_for,
     embeddings_for,
     service_settings,
 )
-from context_kit_service.graphs.retrieval import Source, search_sync
-from context_kit_service.providers import as_provider_error, model_name
+from context_kit_service.graphs import prompts
+from context_kit_service.provider_errors import as_provider_error
+from context_kit_service.providers import model_name
 from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.model import Entity, Repository, repository_signature
 from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
 from context_kit_service.repository.yaml_io import dump_new
+from context_kit_service.retrieval.search import Source, search
 from context_kit_service.tools.confinement import resolve_repository
 
 MIN_PROMPT_CHARS = 10
@@ -165,8 +166,14 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
 
     def load_and_search() -> tuple[Repository, list[Source]]:
         signature = repository_signature(root)  # one scan serves both the model and the index
-        found = search_sync(
-            settings, embeddings, root, state.user_prompt, 12, [], False, 0.0, signature
+        found = search(
+            settings,
+            root,
+            state.user_prompt,
+            top_k=12,
+            min_score=0.0,
+            embeddings=embeddings,
+            signature=signature,
         )
         return repositories.get(root, signature), found
 

@@ -14,14 +14,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, field_validator
 
-from context_kit_service.graphs import prompts
-from context_kit_service.graphs.configuration import (
+from context_kit_service.configuration import (
     Configuration,
     chat_model_for,
     service_settings,
 )
-from context_kit_service.graphs.retrieval import RetrievalRequest, Source, retrieve
-from context_kit_service.providers import as_provider_error, model_name
+from context_kit_service.graphs import prompts
+from context_kit_service.graphs.retrieval import RetrievalRequest, retrieve
+from context_kit_service.provider_errors import as_provider_error
+from context_kit_service.providers import model_name
+from context_kit_service.retrieval.search import Source
 from context_kit_service.tools.confinement import resolve_repository
 
 CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")

@@ -19,7 +19,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
-from context_kit_service.graphs.configuration import configuration_specs
+from context_kit_service.configuration import configuration_specs
 from context_kit_service.repository.yaml_io import bounded
 
 

@@ -15,7 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
-from context_kit_service.graphs.configuration import Configuration, service_settings
+from context_kit_service.configuration import Configuration, service_settings
 from context_kit_service.repository.yaml_io import bounded
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool

@@ -10,7 +10,7 @@ from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableCo
 from langgraph.pregel import Pregel
 from pydantic import BaseModel
 
-from context_kit_service.graphs.configuration import configuration_specs
+from context_kit_service.configuration import configuration_specs
 from context_kit_service.graphs.resumable import start_run
 
 Graph = Pregel[Any, Any, Any, Any]

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from context_kit_service.graphs.resumable import PendingApprovalError
-from context_kit_service.providers import ProviderError
+from context_kit_service.provider_errors import ProviderError
 from context_kit_service.repository.writes import WriteRefused
 from context_kit_service.repository.yaml_io import BoundsExceeded
 from context_kit_service.server.logging import request_id_var

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
-from context_kit_service.graphs.configuration import PROVIDER_KEY
+from context_kit_service.configuration import PROVIDER_KEY
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError
 from context_kit_service.server.graphs import served_runnable

@@ -23,8 +23,8 @@ from langchain_core.messages import (
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 
+from context_kit_service.configuration import chat_model_for
 from context_kit_service.graphs.assistant import plain_message
-from context_kit_service.graphs.configuration import chat_model_for
 from context_kit_service.graphs.resumable import start_run
 from context_kit_service.providers import model_name
 from context_kit_service.server.deps import StateDep

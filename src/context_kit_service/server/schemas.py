@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from context_kit_service.graphs.retrieval import MAX_TOP_K
+from context_kit_service.retrieval.search import MAX_TOP_K
 
 EntityKind = Literal[
     "feature", "userstory", "spec", "task", "service", "package", "governance", "document"

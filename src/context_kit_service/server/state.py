@@ -11,7 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 
-from context_kit_service.graphs.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
+from context_kit_service.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.settings import Settings
 

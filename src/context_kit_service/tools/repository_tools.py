@@ -1,12 +1,12 @@
 """Tools over a context repository. Docstrings are what the model reads.
 
 The repository root is injected from the graph state (`repo_root`), set by the server after
-checking it; the model never chooses it. Blocking file work runs in a worker thread.
+checking it; the model never chooses it. The tools are plain functions: LangChain runs them in
+a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +16,7 @@ from langchain_core.tools import ToolException, tool
 from langgraph.prebuilt import InjectedState
 from pydantic import Field
 
-from context_kit_service.graphs.configuration import service_settings
+from context_kit_service.configuration import service_settings
 from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import FileRefused, read_text
@@ -72,9 +72,17 @@ def _check_type(name: str | None) -> None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _read(
-    repo_root: str, path: str | None, entity_id: str | None, max_bytes: int
+@tool
+def read_context(
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    path: str | None = None,
+    entity_id: str | None = None,
 ) -> dict[str, Any]:
+    """Read one file of the context repository, by repository-relative path
+    (e.g. "contexts/features/FEAT-001-login.yaml" or "docs/architecture.md") or by entity id
+    (e.g. "FEAT-001"). Give exactly one of the two. Returns the path and the file content."""
+    max_bytes = service_settings(config).max_file_bytes
     if (path is None) == (entity_id is None):
         raise ToolException("give exactly one of path or entity_id")
     root = Path(repo_root)
@@ -90,20 +98,12 @@ def _read(
 
 
 @tool
-async def read_context(
-    repo_root: RepoRoot,
-    config: RunnableConfig,
-    path: str | None = None,
-    entity_id: str | None = None,
+def list_entities(
+    repo_root: RepoRoot, entity_type: str | None = None, status: str | None = None
 ) -> dict[str, Any]:
-    """Read one file of the context repository, by repository-relative path
-    (e.g. "contexts/features/FEAT-001-login.yaml" or "docs/architecture.md") or by entity id
-    (e.g. "FEAT-001"). Give exactly one of the two. Returns the path and the file content."""
-    limit = service_settings(config).max_file_bytes
-    return await asyncio.to_thread(_read, repo_root, path, entity_id, limit)
-
-
-def _list(repo_root: str, entity_type: str | None, status: str | None) -> dict[str, Any]:
+    """List entities of the context repository, optionally only one type (feature, userstory,
+    spec, task, service, package, governance) and/or one status (e.g. "in-progress", "todo").
+    Returns id, type, title, status and file path of each."""
     _check_type(entity_type)
     repo = _repository(repo_root)
     chosen = [
@@ -115,16 +115,14 @@ def _list(repo_root: str, entity_type: str | None, status: str | None) -> dict[s
 
 
 @tool
-async def list_entities(
-    repo_root: RepoRoot, entity_type: str | None = None, status: str | None = None
+def search_entities(
+    repo_root: RepoRoot,
+    query: Annotated[str, Field(min_length=1, max_length=1000)],
+    entity_type: str | None = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 10,
 ) -> dict[str, Any]:
-    """List entities of the context repository, optionally only one type (feature, userstory,
-    spec, task, service, package, governance) and/or one status (e.g. "in-progress", "todo").
-    Returns id, type, title, status and file path of each."""
-    return await asyncio.to_thread(_list, repo_root, entity_type, status)
-
-
-def _search(repo_root: str, query: str, entity_type: str | None, limit: int) -> dict[str, Any]:
+    """Search the context repository's entities for words (case-insensitive, title matches
+    rank higher). Optionally restrict to one entity type. Returns the best matches first."""
     _check_type(entity_type)
     words = _WORD.findall(query.lower())
     if not words:
@@ -147,39 +145,27 @@ def _search(repo_root: str, query: str, entity_type: str | None, limit: int) -> 
 
 
 @tool
-async def search_entities(
-    repo_root: RepoRoot,
-    query: Annotated[str, Field(min_length=1, max_length=1000)],
-    entity_type: str | None = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 10,
-) -> dict[str, Any]:
-    """Search the context repository's entities for words (case-insensitive, title matches
-    rank higher). Optionally restrict to one entity type. Returns the best matches first."""
-    return await asyncio.to_thread(_search, repo_root, query, entity_type, limit)
-
-
-def _get(repo_root: str, entity_id: str) -> dict[str, Any]:
+def get_entity(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
+    """Get one entity by id (e.g. "US-003") with all its fields, the entities it links to
+    (outgoing) and the entities that link to it (incoming)."""
     repo = _repository(repo_root)
     entity = _entity(repo, entity_id)
     return {**_summary(entity), "data": entity.data, "relations": repo.relations(entity.id)}
 
 
 @tool
-async def get_entity(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
-    """Get one entity by id (e.g. "US-003") with all its fields, the entities it links to
-    (outgoing) and the entities that link to it (incoming)."""
-    return await asyncio.to_thread(_get, repo_root, entity_id)
-
-
-@tool
-async def validate_repository(repo_root: RepoRoot) -> dict[str, Any]:
+def validate_repository(repo_root: RepoRoot) -> dict[str, Any]:
     """Validate the whole context repository: every entity against its type's JSON schema,
     every link between entities, and every file's YAML. Returns a report with schema errors,
     reference errors, load errors and totals by type."""
-    return await asyncio.to_thread(lambda: _repository(repo_root).validate())
+    return _repository(repo_root).validate()
 
 
-def _graph(repo_root: str, entity_type: str | None) -> dict[str, Any]:
+@tool
+def dependency_graph(repo_root: RepoRoot, entity_type: str | None = None) -> dict[str, Any]:
+    """The relation graph of the context repository: entities as nodes and their links
+    (userStories, specs, tasks, requires, feature, related.*, dependencies, consumers, ...)
+    as edges. Optionally only the nodes of one type and their edges."""
     _check_type(entity_type)
     repo = _repository(repo_root)
     nodes = [
@@ -197,14 +183,11 @@ def _graph(repo_root: str, entity_type: str | None) -> dict[str, Any]:
 
 
 @tool
-async def dependency_graph(repo_root: RepoRoot, entity_type: str | None = None) -> dict[str, Any]:
-    """The relation graph of the context repository: entities as nodes and their links
-    (userStories, specs, tasks, requires, feature, related.*, dependencies, consumers, ...)
-    as edges. Optionally only the nodes of one type and their edges."""
-    return await asyncio.to_thread(_graph, repo_root, entity_type)
-
-
-def _impact(repo_root: str, entity_id: str, max_depth: int) -> dict[str, Any]:
+def impact_analysis(
+    repo_root: RepoRoot, entity_id: str, max_depth: Annotated[int, Field(ge=1, le=10)] = 3
+) -> dict[str, Any]:
+    """What is affected when an entity changes: the entities that depend on it, directly
+    (depth 1) and through others (up to max_depth), nearest first."""
     repo = _repository(repo_root)
     entity = _entity(repo, entity_id)
     affected = repo.impact(entity.id, max_depth=max_depth)
@@ -212,23 +195,17 @@ def _impact(repo_root: str, entity_id: str, max_depth: int) -> dict[str, Any]:
 
 
 @tool
-async def impact_analysis(
-    repo_root: RepoRoot, entity_id: str, max_depth: Annotated[int, Field(ge=1, le=10)] = 3
-) -> dict[str, Any]:
-    """What is affected when an entity changes: the entities that depend on it, directly
-    (depth 1) and through others (up to max_depth), nearest first."""
-    return await asyncio.to_thread(_impact, repo_root, entity_id, max_depth)
-
-
-@tool
-async def next_id(repo_root: RepoRoot, entity_type: str) -> dict[str, str]:
+def next_id(repo_root: RepoRoot, entity_type: str) -> dict[str, str]:
     """The next free id for an entity type (e.g. "T-011" after "T-010")."""
     _check_type(entity_type)
-    repo = await asyncio.to_thread(_repository, repo_root)
+    repo = _repository(repo_root)
     return {"entityType": entity_type, "id": repo.next_id(entity_type)}
 
 
-def _bundle(repo_root: str, entity_id: str) -> dict[str, Any]:
+@tool
+def build_context_bundle(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
+    """Assemble everything needed to work on one entity: its fields, every entity it links to
+    or is linked from (with their fields), and its type's JSON schema."""
     repo = _repository(repo_root)
     entity = _entity(repo, entity_id)
     relations = repo.relations(entity.id)
@@ -242,13 +219,6 @@ def _bundle(repo_root: str, entity_id: str) -> dict[str, Any]:
     }
 
 
-@tool
-async def build_context_bundle(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
-    """Assemble everything needed to work on one entity: its fields, every entity it links to
-    or is linked from (with their fields), and its type's JSON schema."""
-    return await asyncio.to_thread(_bundle, repo_root, entity_id)
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -259,15 +229,8 @@ def _write_settings(config: RunnableConfig) -> Path:
     return settings.data_dir
 
 
-def _create(repo_root: str, data_dir: Path, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return writes.create_entity(_root(repo_root), data_dir, kind, fields).as_dict()
-    except writes.WriteRefused as exc:
-        raise ToolException(str(exc)) from None
-
-
 @tool
-async def create_entity(
+def create_entity(
     repo_root: RepoRoot, config: RunnableConfig, entity_type: str, fields: dict[str, Any]
 ) -> dict[str, Any]:
     """Create a new entity file in the context repository. `fields` are the entity's fields
@@ -275,25 +238,22 @@ async def create_entity(
     schema and links before anything is written; a new user story, spec or task is also
     added to its feature's list. Needs the user's approval."""
     data_dir = _write_settings(config)
-    return await asyncio.to_thread(_create, repo_root, data_dir, entity_type, fields)
-
-
-def _patch(
-    repo_root: str, data_dir: Path, entity_id: str, changes: dict[str, Any]
-) -> dict[str, Any]:
     try:
-        saved = writes.patch_entity(_root(repo_root), data_dir, entity_id, changes)
+        return writes.create_entity(_root(repo_root), data_dir, entity_type, fields).as_dict()
     except writes.WriteRefused as exc:
         raise ToolException(str(exc)) from None
-    return {"id": saved.entity.id, "path": saved.entity.path, "entity": saved.entity.data}
 
 
 @tool
-async def patch_entity(
+def patch_entity(
     repo_root: RepoRoot, config: RunnableConfig, entity_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Change fields of an existing entity. `changes` is merged into the entity (nested
     objects are merged too; a null value removes the field). Comments and key order in the
     file are kept. Validated before writing. Needs the user's approval."""
     data_dir = _write_settings(config)
-    return await asyncio.to_thread(_patch, repo_root, data_dir, entity_id, changes)
+    try:
+        saved = writes.patch_entity(_root(repo_root), data_dir, entity_id, changes)
+    except writes.WriteRefused as exc:
+        raise ToolException(str(exc)) from None
+    return {"id": saved.entity.id, "path": saved.entity.path, "entity": saved.entity.data}

@@ -9,13 +9,13 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from pydantic import Field
 
-from context_kit_service.graphs.configuration import embeddings_for, service_settings
-from context_kit_service.graphs.retrieval import MAX_TOP_K, search_repository
+from context_kit_service.configuration import embeddings_for, service_settings
+from context_kit_service.retrieval.search import MAX_TOP_K, search
 from context_kit_service.tools.repository_tools import RepoRoot
 
 
 @tool
-async def search_context(
+def search_context(
     repo_root: RepoRoot,
     config: RunnableConfig,
     query: Annotated[str, Field(min_length=1, max_length=1000)],
@@ -24,12 +24,12 @@ async def search_context(
 ) -> list[dict[str, Any]]:
     """Find the entities and documents most related in meaning to `query` (semantic search),
     optionally only some entity types. Returns id, type, title, score and a short excerpt."""
-    sources = await search_repository(
+    sources = search(
         service_settings(config),
         Path(repo_root),
         query,
         top_k=top_k,
-        entity_types=entity_types,
+        entity_types=entity_types or (),
         embeddings=embeddings_for(config),
     )
     return [s.model_dump(exclude={"file_path"}) for s in sources]

@@ -1,0 +1,21 @@
+"""The embedded, offline models: a GGUF chat model through llama.cpp and MiniLM embeddings.
+
+Both load lazily on first use (importing torch or llama.cpp costs seconds and hundreds of MB).
+One llama.cpp instance exists per (file, context size); it runs on its own single worker
+thread, which serialises concurrent calls and keeps the event loop free. Generation checks a
+cancellation flag between tokens, so a closed stream stops the model within one token.
+"""
+
+from context_kit_service.local_models.chat import LocalChatModel, structured
+from context_kit_service.local_models.embeddings import LocalEmbeddings, default_embeddings_path
+from context_kit_service.local_models.runtime import default_gguf_path
+from context_kit_service.local_models.transcript import format_transcript
+
+__all__ = [
+    "LocalChatModel",
+    "LocalEmbeddings",
+    "default_embeddings_path",
+    "default_gguf_path",
+    "format_transcript",
+    "structured",
+]
