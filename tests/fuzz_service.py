@@ -24,8 +24,11 @@ from tests.fake_providers import fake_service_env, serve_fake_providers
 from tests.service_process import start
 
 TOKEN = "fuzzing-token-0123456789"
-LOG = Path(__file__).resolve().parents[1] / "test-results" / "fuzz-service.log"
+RESULTS = Path(__file__).resolve().parents[1] / "test-results"
+LOG = RESULTS / "fuzz-service.log"
 """The service's own log of the last run (JSON lines), kept for reading after a failure."""
+JUNIT = RESULTS / "fuzz-junit.xml"
+"""Schemathesis's report of the last run: each failing operation with its check and request."""
 HYPOTHESIS_CI_VARIABLES = ("CI", "TF_BUILD", "GITLAB_CI")
 """What `hypothesis._settings.is_in_ci` looks for."""
 CHECKS = ",".join(
@@ -66,7 +69,7 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
             MAX_TOKENS="16",
             MAX_TOKENS_LIMIT="32",
         )
-        LOG.parent.mkdir(exist_ok=True)
+        RESULTS.mkdir(exist_ok=True)
         service = start(Path(folder) / "data", env=env, timeout=60, log=LOG)
         try:
             command = [
@@ -89,11 +92,29 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
                 # Generator limits on the deep LangServe schemas, not answers of the service.
                 "--suppress-health-check",
                 "filter_too_much,too_slow",
+                "--report",
+                "junit",
+                "--report-junit-path",
+                str(JUNIT),
                 *extra,
             ]
             return subprocess.run(command, env=_outside_ci(os.environ), check=False).returncode
         finally:
             service.stop()
+
+
+def failures() -> str:
+    """The failures of the last run's report, as text (for an assertion message)."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not JUNIT.exists():
+        return "no report"
+    found = []
+    for case in ElementTree.parse(JUNIT).iter("testcase"):
+        for problem in [*case.iter("failure"), *case.iter("error")]:
+            text = (problem.get("message") or "") + "\n" + (problem.text or "")
+            found.append(f"{case.get('name')}: {text.strip()[:2000]}")
+    return "\n\n".join(found) or "none in the report"
 
 
 def main() -> None:

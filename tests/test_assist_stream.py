@@ -327,10 +327,15 @@ def serve_in_thread(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]
         loop.close()
 
 
+LOOP_TASKS = {"_shutdown_watcher"}
+"""Started once per event loop by sse-starlette's first stream, not by a request."""
+
+
 def running_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
     async def snapshot() -> list[str]:
         current = asyncio.current_task()
-        return sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not current)
+        names = (t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not current)
+        return sorted(name for name in names if name not in LOOP_TASKS)
 
     return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(5)
 

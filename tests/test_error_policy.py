@@ -247,3 +247,40 @@ def test_disconnects_log_nothing_at_error_level(tmp_path: Path) -> None:
     assert errors == []
     assert sum(1 for line in lines if line.get("message") == "request") >= 11
     assert "Traceback" not in log.read_text()
+
+
+def test_a_graph_cannot_resume_another_graphs_paused_thread(http: TestClient) -> None:
+    create = {
+        "toolId": "context.create",
+        "parameters": {"entity_type": "task", "fields": {"title": "Export"}},
+        "threadId": "shared-thread",
+    }
+    paused = http.post("/ai/tools/execute", json=create).json()
+    assert (paused["metadata"]["status"], paused["metadata"]["threadId"]) == (
+        "pending_approval",
+        "shared-thread",
+    )
+    approval = {"approved": True}
+    for path, body in [
+        (
+            "/graphs/generate/invoke",
+            {
+                "input": {
+                    "entity_type": "task",
+                    "user_prompt": "A task about exports",
+                    "approval": approval,
+                }
+            },
+        ),
+        ("/graphs/assistant/invoke", {"input": {"approval": approval}}),
+    ]:
+        body["config"] = {"configurable": {"thread_id": "shared-thread"}}
+        response = http.post(path, json=body)
+        assert (response.status_code, response.json()["code"]) == (409, "NO_PENDING_APPROVAL")
+        assert response.json()["message"] == (
+            "thread shared-thread has no change waiting for approval"
+        )
+    rejected = http.post(
+        "/ai/tools/execute", json={**create, "approval": {"approved": False}}
+    ).json()
+    assert rejected["metadata"]["status"] == "rejected"

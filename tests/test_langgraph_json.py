@@ -8,13 +8,13 @@ import sys
 
 from langgraph.pregel import Pregel
 
-from context_kit_service.server.graphs import SERVED_GRAPHS
+from context_kit_service.server.served import SPECS
 from tests.conftest import REPO_ROOT
 
 
 def test_every_served_graph_is_listed_and_loads_without_a_checkpointer() -> None:
     config = json.loads((REPO_ROOT / "langgraph.json").read_text())
-    assert set(config["graphs"]) == {graph.name for graph in SERVED_GRAPHS}
+    assert set(config["graphs"]) == {graph.name for graph in SPECS}
     for name, target in config["graphs"].items():
         path, attribute = target.split(":")
         spec = importlib.util.spec_from_file_location(f"studio_{name}", REPO_ROOT / path)

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from context_kit_service import __version__
 from context_kit_service.server import create_app
-from context_kit_service.server.graphs import SERVED_GRAPHS
 from context_kit_service.server.health import CheckResult, HealthChecker
+from context_kit_service.server.served import SPECS
 from context_kit_service.settings import Settings
 
 
@@ -165,7 +165,7 @@ DOC_ROUTES = [("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redo
 
 def _route_calls(app: FastAPI) -> list[tuple[str, str]]:
     """Every route of the app: those in its OpenAPI document, the docs, and an unknown path."""
-    playgrounds = [("GET", f"{graph.path}/playground/") for graph in SERVED_GRAPHS]
+    playgrounds = [("GET", f"{graph.path}/playground/") for graph in SPECS]
     calls = [("GET", "/openapi.json"), *DOC_ROUTES, *playgrounds, ("GET", "/no-such-route")]
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         paths = client.get("/openapi.json").json()["paths"]

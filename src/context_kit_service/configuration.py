@@ -83,6 +83,21 @@ def configuration_specs() -> list[ConfigurableFieldSpec]:
     ]
 
 
+def server_configurable(
+    settings: Settings,
+    chat_model: BaseChatModel | None = None,
+    embeddings: Embeddings | None = None,
+) -> dict[str, Any]:
+    """What whoever runs a graph adds to its `configurable`: the settings, and the model
+    instances to use instead of the configured providers."""
+    values: dict[str, Any] = {SETTINGS_KEY: settings}
+    if chat_model is not None:
+        values[MODEL_KEY] = chat_model
+    if embeddings is not None:
+        values[EMBEDDINGS_KEY] = embeddings
+    return values
+
+
 def service_settings(config: RunnableConfig | None) -> Settings:
     """The settings of the service running this graph."""
     configurable = (config or {}).get("configurable") or {}

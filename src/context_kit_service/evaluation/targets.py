@@ -117,11 +117,11 @@ class HttpTarget:
     def _remote(self, graph: GraphName) -> Any:
         from langserve import RemoteRunnable
 
-        from context_kit_service.server.graphs import SERVED_GRAPHS
+        from context_kit_service.server.served import SPECS
 
         if graph not in self._clients:
             self._clients[graph] = RemoteRunnable(
-                f"{self.url}{next(g.path for g in SERVED_GRAPHS if g.name == graph)}",
+                f"{self.url}{next(g.path for g in SPECS if g.name == graph)}",
                 headers=self.headers,
                 timeout=self.timeout_s,
             )

@@ -37,12 +37,15 @@ from context_kit_service.configuration import Configuration, chat_model_for, ser
 from context_kit_service.graphs import prompts
 from context_kit_service.local_models import LocalChatModel
 from context_kit_service.provider_errors import as_provider_error
+from context_kit_service.providers import model_name
 from context_kit_service.settings import Settings
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import REPOSITORY_TOOLS, WRITE_TOOLS
 from context_kit_service.tools.retrieval_tool import search_context
 
 MAX_TOOL_ROUNDS = 6
+ANSWER_TAG = "assistant_answer"
+"""Tags the model call whose tokens are the assistant's reply (what a token stream shows)."""
 ASSISTANT_TOOLS = [*REPOSITORY_TOOLS, search_context]
 
 
@@ -95,6 +98,7 @@ class OutputState(BaseModel):
 class State(InputState, OutputState):
     repo_root: str = Field(default="", description="The checked repository root.")
     tool_rounds: int = Field(default=0, description="Model turns that asked for tools.")
+    model: str = Field(default="", description="The chat model of the latest turn.")
 
 
 def plain_message(message: BaseMessage) -> dict[str, Any]:
@@ -183,14 +187,19 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
         fit_to_window, system, list(state.messages), model, budget, tools
     )
     try:
-        reply = await (model.bind_tools(tools) if tools else model).ainvoke(history, config)
+        answering = (model.bind_tools(tools) if tools else model).with_config(tags=[ANSWER_TAG])
+        reply = await answering.ainvoke(history, config)
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
     assert isinstance(reply, AIMessage)
     if reply.tool_calls and state.tool_rounds >= MAX_TOOL_ROUNDS:
         limit = prompts.ASSISTANT_STEP_LIMIT.format(rounds=state.tool_rounds)
-        return {"messages": [AIMessage(id=reply.id, content=limit)]}
-    return {"messages": [reply], "tool_rounds": state.tool_rounds + bool(reply.tool_calls)}
+        return {"messages": [AIMessage(id=reply.id, content=limit)], "model": model_name(spec)}
+    return {
+        "messages": [reply],
+        "tool_rounds": state.tool_rounds + bool(reply.tool_calls),
+        "model": model_name(spec),
+    }
 
 
 async def propose_change(state: State) -> dict[str, Any]:

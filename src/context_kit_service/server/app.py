@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langserve import add_routes
 
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer
 from context_kit_service.server import routes_ai, routes_assist, routes_health
 from context_kit_service.server.errors import install_error_handlers
-from context_kit_service.server.graphs import compile_graphs, mount_graphs
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.server.middleware import (
     LOOPBACK_HOSTS,
@@ -27,6 +29,17 @@ from context_kit_service.server.middleware import (
 from context_kit_service.server.openapi import install_openapi
 from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings, get_settings
+
+
+def mount_graphs(app: FastAPI, state: ServiceState) -> None:
+    """Every served graph's LangServe routes; the server's own config keys are added to
+    each request's config (clients cannot set them)."""
+
+    async def add_server_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        return dict(state.run_config(cast(RunnableConfig, config)))
+
+    for served in state.served.values():
+        add_routes(app, served, path=served.spec.path, per_req_config_modifier=add_server_config)
 
 
 def create_app(
@@ -53,12 +66,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with open_checkpointer(settings) as checkpointer:
-            compile_graphs(state, checkpointer)
+            state.attach(checkpointer)
             try:
                 yield
             finally:
-                state.graphs.clear()
-                state.checkpointer = None
+                state.attach(None)
 
     app = FastAPI(
         title="context-kit-service",

@@ -14,12 +14,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from context_kit_service.graphs.resumable import PendingApprovalError
 from context_kit_service.provider_errors import ProviderError
 from context_kit_service.repository.writes import WriteRefused
 from context_kit_service.repository.yaml_io import BoundsExceeded
 from context_kit_service.server.logging import request_id_var
-from context_kit_service.server.state import NotStartedError
+from context_kit_service.server.served import NotStartedError, PendingApprovalError
 from context_kit_service.tools.confinement import ConfinementError, RepositoryRefused
 
 logger = logging.getLogger(__name__)

@@ -3,145 +3,138 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-)
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from context_kit_service.configuration import chat_model_for
-from context_kit_service.graphs.assistant import plain_message
-from context_kit_service.graphs.resumable import start_run
-from context_kit_service.providers import model_name
+from context_kit_service.graphs.assistant import ANSWER_TAG, plain_message
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError, classify, log_error
-from context_kit_service.server.routes_ai import check_input_size, run_config
-from context_kit_service.server.schemas import AssistRequest
+from context_kit_service.server.routes_ai import check_input_size
+from context_kit_service.server.schemas import AssistRequest, ThreadList, ThreadMessages, ThreadRef
+from context_kit_service.server.served import ServedGraph
 from context_kit_service.server.state import ServiceState
 
-logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ai", tags=["assistant"])
 
-ROLES: dict[str, type[BaseMessage]] = {
-    "user": HumanMessage,
-    "assistant": AIMessage,
-    "system": SystemMessage,
-}
-DONE = "data: [DONE]\n\n"
-HEARTBEAT = ": heartbeat\n\n"
-Graph = Pregel[Any, Any, Any, Any]
+DONE = ServerSentEvent(data="[DONE]", sep="\n")
 
 
-def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+def sse(payload: dict[str, Any]) -> ServerSentEvent:
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return ServerSentEvent(data=text, sep="\n")
 
 
-async def _input(graph: Graph, body: AssistRequest, config: RunnableConfig) -> Any:
-    if body.approval is not None:  # NO_PENDING_APPROVAL when the thread waits for nothing
-        start, _ = await start_run(graph, {"approval": body.approval.model_dump()}, config)
-        return start
-    known = (await graph.aget_state(config)).values.get("messages")
-    history = [] if known else [ROLES[t.role](t.content) for t in body.conversation_history]
-    return {
-        "messages": [*history, HumanMessage(body.question)],
-        "repo_path": body.repo_path or "",
-        "context_snapshot": body.context_snapshot,
+def heartbeat() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat", sep="\n")
+
+
+async def _start(
+    assistant: ServedGraph, body: AssistRequest, config: RunnableConfig
+) -> tuple[Any, RunnableConfig]:
+    """The turn (or the approval's answer) on the request's thread, through the adapter."""
+    known = body.approval is None and bool(
+        (await assistant.graph.aget_state(config)).values.get("messages")
+    )
+    return await assistant.start(body.graph_input(thread_known=known), config)
+
+
+async def _last_event(
+    assistant: ServedGraph, config: RunnableConfig, tokens: int, started: float
+) -> ServerSentEvent:
+    """`approval` when the run paused for one, else `complete` with the final reply."""
+    snapshot = await assistant.graph.aget_state(config)
+    thread_id = config["configurable"]["thread_id"]
+    if snapshot.interrupts:
+        request = snapshot.interrupts[0].value
+        return sse({"type": "approval", "request": request, "metadata": {"threadId": thread_id}})
+    final = snapshot.values["messages"][-1]
+    usage = getattr(final, "usage_metadata", None) or {}
+    metadata = {
+        "totalTokens": int(usage.get("output_tokens", tokens)),
+        "durationMs": round((time.perf_counter() - started) * 1000, 3),
+        "model": snapshot.values.get("model") or None,
+        "threadId": thread_id,
     }
+    return sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
+
+
+_END = object()
+
+
+async def in_own_task(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """`stream`'s items, the stream itself consumed by a task of its own. When the consumer
+    stops early (the client left: the response's task group cancels it), that task is
+    cancelled the plain asyncio way, and LangGraph then cancels the graph's running nodes.
+    (Inside the response's cancelled task group every await is cancelled again, which cuts
+    the graph's own clean-up short and leaves a model call running.)"""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                await queue.put(item)
+        except Exception as exc:
+            await queue.put(exc)
+        await queue.put(_END)
+
+    task = asyncio.create_task(pump())
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+
+
+def _is_answer(chunk: Any, meta: dict[str, Any]) -> bool:
+    """A piece of the reply: text from the model call the assistant tags as its answer."""
+    return isinstance(chunk, AIMessageChunk) and bool(chunk.text) and ANSWER_TAG in meta["tags"]
 
 
 async def stream_answer(
-    graph: Graph, body: AssistRequest, config: RunnableConfig, heartbeat_s: float
-) -> AsyncIterator[str]:
-    """token… then complete, or one error event (classified like every other route's errors:
-    its `code` and message say what to fix), then [DONE]; comment heartbeats while nothing
-    streams (a tool is running). Closing the connection cancels the graph, and with it the
-    model call and any running tool."""
-    try:
-        payload = await _input(graph, body, config)
-    except Exception as exc:
-        yield _error_event(exc)
-        yield DONE
-        return
+    assistant: ServedGraph, body: AssistRequest, config: RunnableConfig
+) -> AsyncIterator[ServerSentEvent]:
+    """token… then complete (or approval), or one error event (classified like every other
+    route's errors: its `code` and message say what to fix), then [DONE]. Closing the
+    connection cancels the graph, and with it the model call and any running tool."""
     started = time.perf_counter()
-    index = 0
-    stream = graph.astream(payload, config, stream_mode="messages")
-    iterator = stream.__aiter__()
-    pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
     try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
-            if not done:
-                yield HEARTBEAT
-                continue
-            try:
-                chunk, meta = pending.result()
-            except StopAsyncIteration:
-                break
-            pending = asyncio.ensure_future(anext(iterator))
-            if (
-                meta.get("langgraph_node") == "call_model"
-                and isinstance(chunk, AIMessageChunk)
-                and chunk.text
-            ):
+        payload, config = await _start(assistant, body, config)
+        index = 0
+        stream = assistant.graph.astream(payload, config, stream_mode="messages")
+        async for chunk, meta in in_own_task(stream):
+            if _is_answer(chunk, meta):
                 yield sse({"type": "token", "token": chunk.text, "metadata": {"tokenIndex": index}})
                 index += 1
-        snapshot = await graph.aget_state(config)
-        thread_id = config["configurable"]["thread_id"]
-        if snapshot.interrupts:
-            request = snapshot.interrupts[0].value
-            yield sse({"type": "approval", "request": request, "metadata": {"threadId": thread_id}})
-            yield DONE
-            return
-        final = snapshot.values["messages"][-1]
-        usage = getattr(final, "usage_metadata", None) or {}
-        metadata = {
-            "totalTokens": int(usage.get("output_tokens", index)),
-            "durationMs": round((time.perf_counter() - started) * 1000, 3),
-            "model": model_name(chat_model_for(config)[1]),
-            "threadId": thread_id,
-        }
-        yield sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
-        yield DONE
+        yield await _last_event(assistant, config, index, started)
     except Exception as exc:
-        yield _error_event(exc)
-        yield DONE
-    finally:
-        pending.cancel()
-        # The cancelled step may still be inside the stream; it then ends with the step.
-        with contextlib.suppress(RuntimeError):
-            await stream.aclose()  # type: ignore[attr-defined]
-
-
-def _error_event(exc: BaseException) -> str:
-    classified = classify(exc)
-    log_error(exc, classified)
-    return sse({"type": "error", "message": classified.message, "code": classified.code})
+        classified = classify(exc)
+        log_error(exc, classified)
+        yield sse({"type": "error", "message": classified.message, "code": classified.code})
+    yield DONE
 
 
 @router.post("/assist/stream")
-async def assist_stream(body: AssistRequest, state: StateDep) -> StreamingResponse:
-    """Stream the assistant's answer as Server-Sent Events (`data: <json>` lines)."""
+async def assist_stream(body: AssistRequest, state: StateDep) -> EventSourceResponse:
+    """Stream the assistant's answer as Server-Sent Events (`data: <json>` lines), with
+    comment heartbeats while nothing streams (a tool is running)."""
     check_input_size(state.settings, question=body.question)
-    thread_id = body.thread_id or uuid.uuid4().hex
-    config = run_config(state, body.config, thread_id=thread_id)
-    graph = state.graph("assistant")
-    return StreamingResponse(
-        stream_answer(graph, body, config, state.settings.heartbeat_s),
-        media_type="text/event-stream",
+    configurable = {**body.configurable(), "thread_id": body.thread_id or uuid.uuid4().hex}
+    config = state.run_config({"configurable": configurable})
+    return EventSourceResponse(
+        stream_answer(state.served["assistant"], body, config),
+        ping=state.settings.heartbeat_s,
+        ping_message_factory=heartbeat,
+        sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -155,26 +148,27 @@ async def _thread_ids(state: ServiceState) -> list[str]:
     return list(seen)
 
 
-@router.get("/threads")
-async def list_threads(state: StateDep) -> JSONResponse:
+@router.get("/threads", response_model=ThreadList)
+async def list_threads(state: StateDep) -> ThreadList:
     """The assistant's conversation threads, most recent first."""
-    return JSONResponse({"threads": [{"threadId": t} for t in await _thread_ids(state)]})
+    return ThreadList(threads=[ThreadRef(thread_id=t) for t in await _thread_ids(state)])
 
 
 async def _thread_messages(state: ServiceState, thread_id: str) -> list[BaseMessage]:
     """The messages of an assistant thread (its latest checkpoint only); 404 when none."""
-    snapshot = await state.graph("assistant").aget_state({"configurable": {"thread_id": thread_id}})
+    graph = state.served["assistant"].graph
+    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
     messages: list[BaseMessage] | None = snapshot.values.get("messages")
     if not messages:
         raise ServiceError(404, "THREAD_NOT_FOUND", f"no thread {thread_id!r}")
     return messages
 
 
-@router.get("/threads/{thread_id}")
-async def get_thread(thread_id: str, state: StateDep) -> JSONResponse:
+@router.get("/threads/{thread_id}", response_model=ThreadMessages, response_model_exclude_none=True)
+async def get_thread(thread_id: str, state: StateDep) -> ThreadMessages:
     """A thread's messages."""
-    messages = await _thread_messages(state, thread_id)
-    return JSONResponse({"threadId": thread_id, "messages": [plain_message(m) for m in messages]})
+    messages = [plain_message(m) for m in await _thread_messages(state, thread_id)]
+    return ThreadMessages.model_validate({"threadId": thread_id, "messages": messages})
 
 
 @router.delete("/threads/{thread_id}", status_code=204)

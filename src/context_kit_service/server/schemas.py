@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any, Literal, Self
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from context_kit_service.configuration import PROVIDER_KEY
 from context_kit_service.retrieval.search import MAX_TOP_K
+from context_kit_service.server.served import Approval
 
 EntityKind = Literal[
     "feature", "userstory", "spec", "task", "service", "package", "governance", "document"
@@ -51,20 +55,47 @@ class ProviderConfig(WireModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
 
+    def configurable(self) -> dict[str, Any]:
+        """The run's `configurable` for these choices (endpoint and key go where only the
+        server's checks read them)."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            PROVIDER_KEY: {
+                "endpoint": self.endpoint,
+                "api_key": self.api_key,
+                "api_version": self.api_version,
+            },
+        }
 
-class ApprovalIn(WireModel):
-    approved: bool
-    arguments: dict[str, Any] | None = None
 
+class RunRequest(WireModel):
+    """What every `/ai/*` run request may carry besides its own fields."""
 
-class ToolExecuteRequest(WireModel):
-    tool_id: str = Field(default="", max_length=200)
-    parameters: dict[str, Any] = Field(default_factory=dict)
     repo_path: str | None = Field(default=None, max_length=4096)
     config: ProviderConfig | None = None
     thread_id: str | None = Field(default=None, max_length=200)
     """To answer a pending approval: the thread it is waiting on."""
-    approval: ApprovalIn | None = None
+    approval: Approval | None = None
+
+    def configurable(self) -> dict[str, Any]:
+        chosen = self.config.configurable() if self.config is not None else {}
+        return {**chosen, "thread_id": self.thread_id}
+
+    def run_fields(self) -> dict[str, Any]:
+        """The graph input's fields every request shares."""
+        approval = None if self.approval is None else self.approval.model_dump()
+        return {"repo_path": self.repo_path or "", "approval": approval}
+
+
+class ToolExecuteRequest(RunRequest):
+    tool_id: str = Field(default="", max_length=200)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    def graph_input(self) -> dict[str, Any]:
+        return {"tool_id": self.tool_id, "parameters": self.parameters, **self.run_fields()}
 
 
 class ToolExecuteMetadata(WireModel):
@@ -80,6 +111,24 @@ class ToolExecuteResponse(WireModel):
     error: str | None = None
     metadata: ToolExecuteMetadata
 
+    @classmethod
+    def from_output(cls, output: dict[str, Any], tool_id: str, started: float) -> Self:
+        """The response for the tool graph's `output`; a pause is a result that says so."""
+        status = output["status"]
+        ran = status == "completed"
+        result = output.get("result") if ran else None
+        if status == "pending_approval":
+            result = {"status": status, "approvalRequest": output["approval_request"]}
+        elapsed = output["duration_ms"] if ran else (time.perf_counter() - started) * 1000
+        metadata = ToolExecuteMetadata(
+            duration_ms=round(elapsed, 3),
+            tool_id=tool_id,
+            tool=output.get("tool") or None,
+            status=status,
+            thread_id=output["thread_id"],
+        )
+        return cls(result=result, error=output.get("error"), metadata=metadata)
+
 
 class RagQueryRequest(WireModel):
     query: str = Field(min_length=1)
@@ -87,6 +136,17 @@ class RagQueryRequest(WireModel):
     top_k: int = Field(default=5, gt=0, le=MAX_TOP_K)
     entity_types: list[EntityKind] | None = None
     config: ProviderConfig | None = None
+
+    def graph_input(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "repo_path": self.repo_path or "",
+            "top_k": self.top_k,
+            "entity_types": self.entity_types or [],
+        }
+
+    def configurable(self) -> dict[str, Any]:
+        return self.config.configurable() if self.config is not None else {}
 
     @field_validator("query")
     @classmethod
@@ -116,16 +176,32 @@ class RagQueryResponse(WireModel):
     sources: list[RagSource]
     metadata: RagMetadata
 
+    @classmethod
+    def from_output(cls, output: dict[str, Any]) -> Self:
+        sources = [RagSource.model_validate(s, from_attributes=True) for s in output["sources"]]
+        metadata = RagMetadata(
+            retrieval_time_ms=output["retrieval_ms"],
+            generation_time_ms=output["generation_ms"],
+            total_sources=len(sources),
+            model=output["model"] or None,
+        )
+        return cls(answer=output["answer"], sources=sources, metadata=metadata)
 
-class GenerateEntityRequest(WireModel):
+
+class GenerateEntityRequest(RunRequest):
     entity_type: Literal["feature", "userstory", "spec", "task", "governance", "service", "package"]
     user_prompt: str = Field(max_length=20_000)
     linked_feature_id: str | None = Field(default=None, max_length=100)
-    repo_path: str | None = Field(default=None, max_length=4096)
-    config: ProviderConfig | None = None
     save: bool = False
-    thread_id: str | None = Field(default=None, max_length=200)
-    approval: ApprovalIn | None = None
+
+    def graph_input(self) -> dict[str, Any]:
+        return {
+            "entity_type": self.entity_type,
+            "user_prompt": self.user_prompt,
+            "linked_feature_id": self.linked_feature_id,
+            "save": self.save,
+            **self.run_fields(),
+        }
 
     @field_validator("user_prompt")
     @classmethod
@@ -159,21 +235,55 @@ class GenerateEntityResponse(WireModel):
     approval_request: dict[str, Any] | None = None
     metadata: GenerateEntityMetadata
 
+    @classmethod
+    def from_output(cls, output: dict[str, Any]) -> Self:
+        metadata = GenerateEntityMetadata(
+            prompt_tokens=output["prompt_tokens"],
+            completion_tokens=output["completion_tokens"],
+            duration_ms=output["duration_ms"],
+            model=output["model"],
+            provider=output["provider"] or None,
+            attempts=output["attempts"],
+            status=output["status"],
+            thread_id=output["thread_id"],
+            saved_path=output.get("saved_path"),
+        )
+        return cls(
+            entity=output["entity"],
+            yaml=output["yaml"],
+            validation=GenerationValidation(valid=output["valid"], errors=output["problems"]),
+            approval_request=output.get("approval_request"),
+            metadata=metadata,
+        )
+
 
 class HistoryTurn(WireModel):
     role: Literal["user", "assistant", "system"]
     content: str
     timestamp: str | None = None
 
+    def message(self) -> BaseMessage:
+        kinds: dict[str, type[BaseMessage]] = {
+            "user": HumanMessage,
+            "assistant": AIMessage,
+            "system": SystemMessage,
+        }
+        return kinds[self.role](self.content)
 
-class AssistRequest(WireModel):
+
+class AssistRequest(RunRequest):
     question: str = Field(min_length=1)
     conversation_history: list[HistoryTurn] = Field(default_factory=list, max_length=200)
     context_snapshot: dict[str, Any] | None = None
-    config: ProviderConfig | None = None
-    repo_path: str | None = Field(default=None, max_length=4096)
-    thread_id: str | None = Field(default=None, max_length=200)
-    approval: ApprovalIn | None = None
+
+    def graph_input(self, thread_known: bool) -> dict[str, Any]:
+        """The new turn; the app's history only starts a thread the service does not know."""
+        history = [] if thread_known else [t.message() for t in self.conversation_history]
+        return {
+            "messages": [*history, HumanMessage(self.question)],
+            "context_snapshot": self.context_snapshot,
+            **self.run_fields(),
+        }
 
     @field_validator("question")
     @classmethod
@@ -181,3 +291,23 @@ class AssistRequest(WireModel):
         if not value.strip():
             raise ValueError("question must not be blank")
         return value
+
+
+class ThreadRef(WireModel):
+    thread_id: str
+
+
+class ThreadList(WireModel):
+    threads: list[ThreadRef]
+
+
+class ThreadMessage(WireModel):
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ThreadMessages(WireModel):
+    thread_id: str
+    messages: list[ThreadMessage]

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.pregel import Pregel
 
-from context_kit_service.configuration import EMBEDDINGS_KEY, MODEL_KEY, SETTINGS_KEY
+from context_kit_service.configuration import server_configurable
 from context_kit_service.server.health import HealthChecker
+from context_kit_service.server.served import ServedGraph, served_graphs
 from context_kit_service.settings import Settings
-
-
-class NotStartedError(RuntimeError):
-    """A graph was needed before the service's lifespan compiled it."""
 
 
 @dataclass
 class ServiceState:
-    """Settings, start time, and the graphs compiled once (with the checkpointer) at startup."""
+    """Settings, start time, and the served graphs (their checkpointer attached at startup)."""
 
     settings: Settings
     health: HealthChecker
     started_at: float = field(default_factory=time.monotonic)
-    graphs: dict[str, Pregel[Any, Any, Any, Any]] = field(default_factory=dict)
+    served: dict[str, ServedGraph] = field(default_factory=served_graphs)
+    """Every graph behind its adapter, by name."""
     checkpointer: BaseCheckpointSaver[str] | None = None
     """Opened in the lifespan; threads of the assistant live there."""
     chat_model: BaseChatModel | None = None
@@ -35,17 +32,16 @@ class ServiceState:
     embeddings: Embeddings | None = None
     """Embeddings passed in the same way; None means the configured provider."""
 
-    def server_configurable(self) -> dict[str, Any]:
-        """What the server adds to every run's `configurable` (clients cannot set these)."""
-        values: dict[str, Any] = {SETTINGS_KEY: self.settings}
-        if self.chat_model is not None:
-            values[MODEL_KEY] = self.chat_model
-        if self.embeddings is not None:
-            values[EMBEDDINGS_KEY] = self.embeddings
-        return values
+    def attach(self, checkpointer: BaseCheckpointSaver[str] | None) -> None:
+        """Give every threaded graph the checkpointer (None when the service stops)."""
+        self.checkpointer = checkpointer
+        for served in self.served.values():
+            served.attach(checkpointer)
 
-    def graph(self, name: str) -> Pregel[Any, Any, Any, Any]:
-        try:
-            return self.graphs[name]
-        except KeyError:
-            raise NotStartedError(f"graph {name!r} is not ready; the service is starting") from None
+    def run_config(self, config: RunnableConfig | None = None) -> RunnableConfig:
+        """`config` with the server's own `configurable` keys added (clients cannot set them)."""
+        configurable = {
+            **((config or {}).get("configurable") or {}),
+            **server_configurable(self.settings, self.chat_model, self.embeddings),
+        }
+        return {**(config or {}), "configurable": configurable}
