@@ -160,7 +160,11 @@ def test_no_cors_unless_configured(make_settings) -> None:
 TOKEN = "t0ken-with-some-length-1234567890"
 
 
-DOC_ROUTES = [("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")]
+DOC_ROUTES = [
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/docs/assets/swagger-ui-bundle.js"),
+]
 
 
 def _route_calls(app: FastAPI) -> list[tuple[str, str]]:
@@ -224,3 +228,23 @@ def test_the_right_token_opens_every_route(authed_app: FastAPI) -> None:
 def test_wrong_tokens_are_refused(authed_app: FastAPI, header: str) -> None:
     with TestClient(authed_app) as client:
         assert client.get("/health", headers={"Authorization": header}).status_code == 401
+
+
+def test_the_docs_load_nothing_from_outside(make_settings) -> None:
+    with TestClient(create_app(make_settings())) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        urls = re.findall(r"url: '([^']+)'", page.text)
+        assert sorted(sources + urls) == [
+            "/docs/assets/favicon-32x32.png",
+            "/docs/assets/swagger-ui-bundle.js",
+            "/docs/assets/swagger-ui.css",
+            "/openapi.json",
+        ]
+        assert "https://" not in page.text
+        for asset in sources:
+            response = client.get(asset)
+            assert response.status_code == 200, asset
+            assert len(response.content) > 1000, asset
+        assert client.get("/redoc").status_code == 404

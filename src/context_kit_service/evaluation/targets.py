@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from pydantic_core import to_jsonable_python
 
-from context_kit_service.configuration import MODEL_KEY, SETTINGS_KEY
+from context_kit_service.configuration import server_configurable
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
 from context_kit_service.graphs.assistant import plain_message
 from context_kit_service.settings import Settings
@@ -69,12 +69,10 @@ class LocalTarget:
 
     def _config(self, thread_id: str | None) -> RunnableConfig:
         configurable: dict[str, Any] = {
-            SETTINGS_KEY: self.settings,
             **_overrides(self.provider, self.model, self.temperature),
+            **server_configurable(self.settings, self.chat_model),
+            "thread_id": thread_id or uuid.uuid4().hex,
         }
-        if self.chat_model is not None:
-            configurable[MODEL_KEY] = self.chat_model
-        configurable["thread_id"] = thread_id or uuid.uuid4().hex
         return {"configurable": configurable}
 
     async def invoke(

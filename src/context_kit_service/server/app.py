@@ -16,6 +16,7 @@ from langserve import add_routes
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer
 from context_kit_service.server import routes_ai, routes_assist, routes_health
+from context_kit_service.server.docs import install_docs
 from context_kit_service.server.errors import install_error_handlers
 from context_kit_service.server.health import HealthChecker
 from context_kit_service.server.middleware import (
@@ -42,6 +43,42 @@ def mount_graphs(app: FastAPI, state: ServiceState) -> None:
         add_routes(app, served, path=served.spec.path, per_req_config_modifier=add_server_config)
 
 
+def add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Added outermost last: request ids wrap everything, then auth, then the Host and
+    content-type checks, then CORS, then the size cap, then the check of LangServe bodies."""
+    app.add_middleware(GraphBodyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    hosts = LOOPBACK_HOSTS | {settings.host.strip("[]").lower(), *settings.allowed_hosts}
+    app.add_middleware(CrossSiteMiddleware, hosts=frozenset(h.lower() for h in hosts))
+    if settings.auth_token is not None:
+        app.add_middleware(
+            AuthMiddleware,
+            token=settings.auth_token.get_secret_value(),
+            cors_origins=frozenset(settings.cors_origins),
+        )
+    app.add_middleware(RequestContextMiddleware)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The checkpointer, open for the service's life and attached to the threaded graphs."""
+    state: ServiceState = app.state.service
+    state.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_checkpointer(state.settings) as checkpointer:
+        state.attach(checkpointer)
+        try:
+            yield
+        finally:
+            state.attach(None)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -62,21 +99,13 @@ def create_app(
         embeddings=embeddings,
     )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        async with open_checkpointer(settings) as checkpointer:
-            state.attach(checkpointer)
-            try:
-                yield
-            finally:
-                state.attach(None)
-
     app = FastAPI(
         title="context-kit-service",
         version=__version__,
         description="LangGraph agent orchestration sidecar of the context-kit desktop app.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = state
     install_error_handlers(app)
@@ -85,25 +114,6 @@ def create_app(
     app.include_router(routes_assist.router)
     mount_graphs(app, state)
     install_openapi(app, with_token=settings.auth_token is not None)
-
-    # Outermost last: request ids wrap everything, then auth, then Host and content type,
-    # then CORS, then the size cap, then the check of LangServe bodies.
-    app.add_middleware(GraphBodyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        )
-    hosts = LOOPBACK_HOSTS | {settings.host.strip("[]").lower(), *settings.allowed_hosts}
-    app.add_middleware(CrossSiteMiddleware, hosts=frozenset(h.lower() for h in hosts))
-    if settings.auth_token is not None:
-        app.add_middleware(
-            AuthMiddleware,
-            token=settings.auth_token.get_secret_value(),
-            cors_origins=frozenset(settings.cors_origins),
-        )
-    app.add_middleware(RequestContextMiddleware)
+    install_docs(app)
+    add_middleware(app, settings)
     return app

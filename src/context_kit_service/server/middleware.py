@@ -40,6 +40,47 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class _Answer:
+    """One request's answer on its way out: its status, the request id header, and
+    LangServe's generic stream error event, held back until the exception says what it was."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send = send
+        self.request_id = request_id
+        self.status = 0
+        self.held: bytes | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
+            message["headers"] = headers
+        elif message["type"] == "http.response.body" and _LANGSERVE_ERROR in message.get(
+            "body", b""
+        ):
+            self.held = message["body"]
+            return
+        await self._send(message)
+
+    async def fail(self, exc: Exception) -> None:
+        """Answer `exc` under the error policy: an error body, or the stream's last event."""
+        classified = classify(exc)
+        log_error(exc, classified)
+        if self.status == 0:
+            await send_error(self.send, classified.status, classified.message, classified.code)
+        elif self.held is not None:
+            event = {"status_code": classified.status, **classified.body()}
+            body = f"event: error\r\ndata: {json.dumps(event)}\r\n\r\n".encode()
+            self.held = None
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def release(self) -> None:
+        """Send a held event that no exception explained, as LangServe wrote it."""
+        if self.held is not None:
+            held, self.held = self.held, None
+            await self._send({"type": "http.response.body", "body": held, "more_body": True})
+
+
 class RequestContextMiddleware:
     """Assigns (or accepts) an `X-Request-ID`, echoes it, writes one access log line, and
     answers any error that escaped the routes under the error policy (`classify`): a 500 keeps
@@ -57,49 +98,16 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status = 0
-        held: bytes | None = None
-        """LangServe's generic stream error event, held until the exception says what it was."""
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, held
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            elif message["type"] == "http.response.body" and _LANGSERVE_ERROR in message.get(
-                "body", b""
-            ):
-                held = message["body"]
-                return
-            await send(message)
-
+        answer = _Answer(send, request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, answer.send)
         except Exception as exc:
-            classified = classify(exc)
-            log_error(exc, classified)
-            if status == 0:
-                await send_error(
-                    send_with_id, classified.status, classified.message, classified.code
-                )
-            elif held is not None:
-                event = {"status_code": classified.status, **classified.body()}
-                body = f"event: error\r\ndata: {json.dumps(event)}\r\n\r\n".encode()
-                held = None
-                await send({"type": "http.response.body", "body": body, "more_body": False})
+            await answer.fail(exc)
         finally:
-            if held is not None:
-                await send({"type": "http.response.body", "body": held, "more_body": True})
-            logger.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            await answer.release()
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            details = {"method": scope["method"], "path": scope["path"], "durationMs": elapsed}
+            logger.info("request", extra={**details, "status": answer.status})
             request_id_var.reset(token)
 
 
