@@ -18,6 +18,7 @@ LAYERS = {
     "providers": FOUNDATION,
     "configuration": FOUNDATION,
     "checkpointer": FOUNDATION,
+    "validators": FOUNDATION,
     "repository": 1,
     "retrieval": 2,
     "tools": 3,

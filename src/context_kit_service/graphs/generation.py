@@ -12,13 +12,13 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from context_kit_service.configuration import (
     Configuration,
@@ -36,8 +36,8 @@ from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
 from context_kit_service.repository.yaml_io import dump_new
 from context_kit_service.retrieval.search import Source, search
 from context_kit_service.tools.confinement import resolve_repository
+from context_kit_service.validators import visible_chars
 
-MIN_PROMPT_CHARS = 10
 MAX_ARRAY_ITEMS = 4
 MAX_STRING_CHARS = 240
 LINK_FIELDS = {name: {link.path[0] for link in kind.links} for name, kind in ENTITY_TYPES.items()}
@@ -49,20 +49,15 @@ Status = Literal["completed", "invalid", "error", "rejected", "pending_approval"
 
 class InputState(BaseModel):
     entity_type: EntityTypeName = Field(description="The type of entity to write.")
-    user_prompt: str = Field(description="What the entity should be about (10+ characters).")
+    user_prompt: Annotated[str, visible_chars("user_prompt")] = Field(
+        description="What the entity should be about (10+ characters)."
+    )
     linked_feature_id: str | None = Field(
         default=None, description="Feature to link a user story, task or spec to."
     )
     repo_path: str = Field(default="", description="Repository; empty means the default.")
     save: bool = Field(default=False, description="Write the entity after approval.")
     max_attempts: int = Field(default=3, ge=1, le=5, description="Drafts before giving up.")
-
-    @field_validator("user_prompt")
-    @classmethod
-    def _long_enough(cls, value: str) -> str:
-        if len("".join(value.split())) < MIN_PROMPT_CHARS:
-            raise ValueError(f"user_prompt needs at least {MIN_PROMPT_CHARS} non-blank characters")
-        return value
 
 
 class OutputState(BaseModel):

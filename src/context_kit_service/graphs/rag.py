@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from context_kit_service.configuration import (
     Configuration,
@@ -25,20 +25,17 @@ from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.retrieval.search import Source
 from context_kit_service.tools.confinement import resolve_repository
+from context_kit_service.validators import not_blank
 
 CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
 """An id cited in an answer: `[FEAT-001]`."""
 
 
 class InputState(RetrievalRequest):
+    query: Annotated[str, not_blank("query")] = Field(
+        min_length=1, description="What to look for (required, not blank)."
+    )
     repo_path: str = Field(default="", description="Repository to search; empty means the default.")
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must not be blank")
-        return value
 
 
 class OutputState(BaseModel):

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from context_kit_service.configuration import PROVIDER_KEY
+from context_kit_service.repository.types import EntityTypeName
 from context_kit_service.retrieval.search import MAX_TOP_K
 from context_kit_service.server.served import Approval
+from context_kit_service.validators import not_blank, visible_chars
 
-EntityKind = Literal[
-    "feature", "userstory", "spec", "task", "service", "package", "governance", "document"
-]
+if TYPE_CHECKING:
+    EntityKind = str
+else:  # one Literal (not a union: its errors name the field plainly), from the entity types
+    EntityKind = Literal[(*get_args(EntityTypeName), "document")]
+"""What a retrieved source can be: an entity of any type, or a Markdown document."""
 
 
 class WireModel(BaseModel):
@@ -131,7 +135,7 @@ class ToolExecuteResponse(WireModel):
 
 
 class RagQueryRequest(WireModel):
-    query: str = Field(min_length=1)
+    query: Annotated[str, not_blank("query")] = Field(min_length=1)
     repo_path: str | None = Field(default=None, max_length=4096)
     top_k: int = Field(default=5, gt=0, le=MAX_TOP_K)
     entity_types: list[EntityKind] | None = None
@@ -147,13 +151,6 @@ class RagQueryRequest(WireModel):
 
     def configurable(self) -> dict[str, Any]:
         return self.config.configurable() if self.config is not None else {}
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must not be blank")
-        return value
 
 
 class RagSource(WireModel):
@@ -189,8 +186,8 @@ class RagQueryResponse(WireModel):
 
 
 class GenerateEntityRequest(RunRequest):
-    entity_type: Literal["feature", "userstory", "spec", "task", "governance", "service", "package"]
-    user_prompt: str = Field(max_length=20_000)
+    entity_type: EntityTypeName
+    user_prompt: Annotated[str, visible_chars("userPrompt")] = Field(max_length=20_000)
     linked_feature_id: str | None = Field(default=None, max_length=100)
     save: bool = False
 
@@ -202,13 +199,6 @@ class GenerateEntityRequest(RunRequest):
             "save": self.save,
             **self.run_fields(),
         }
-
-    @field_validator("user_prompt")
-    @classmethod
-    def _long_enough(cls, value: str) -> str:
-        if len("".join(value.split())) < 10:
-            raise ValueError("userPrompt needs at least 10 non-blank characters")
-        return value
 
 
 class GenerationValidation(WireModel):
@@ -272,7 +262,7 @@ class HistoryTurn(WireModel):
 
 
 class AssistRequest(RunRequest):
-    question: str = Field(min_length=1)
+    question: Annotated[str, not_blank("question")] = Field(min_length=1)
     conversation_history: list[HistoryTurn] = Field(default_factory=list, max_length=200)
     context_snapshot: dict[str, Any] | None = None
 
@@ -284,13 +274,6 @@ class AssistRequest(RunRequest):
             "context_snapshot": self.context_snapshot,
             **self.run_fields(),
         }
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("question must not be blank")
-        return value
 
 
 class ThreadRef(WireModel):
