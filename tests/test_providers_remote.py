@@ -8,10 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 
+from context_kit_service.provider_errors import ProviderError, as_provider_error
 from context_kit_service.providers import (
     ChatModelSpec,
-    ProviderError,
-    as_provider_error,
     chat_spec,
     embeddings_spec,
     get_chat_model,
