@@ -37,18 +37,33 @@ def test_health_reports_real_checks_in_camel_case(make_settings) -> None:
         response = client.get("/health")
     body = response.json()
     assert response.status_code == 200
-    assert set(body) == {"status", "version", "uptimeSeconds", "timestamp", "dependencies"}
+    assert set(body) == {
+        "status",
+        "version",
+        "uptimeSeconds",
+        "timestamp",
+        "dependencies",
+        "dependencyDetails",
+    }
     assert body["status"] == "healthy"
     assert body["version"] == __version__
     assert 0 <= body["uptimeSeconds"] < 60
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["timestamp"])
-    assert {name: dep["status"] for name, dep in body["dependencies"].items()} == {
+    assert body["dependencies"] == {  # strings: the app's client refuses anything else
+        "model": "available",
+        "embeddings": "available",
+        "index": "available",
+        "checkpointer": "available",
+    }
+    assert {name: dep["status"] for name, dep in body["dependencyDetails"].items()} == {
         "model": "healthy",
         "embeddings": "healthy",
         "index": "healthy",
         "checkpointer": "healthy",
     }
-    assert body["dependencies"]["checkpointer"]["detail"] == f"SQLite at {settings.sqlite_path}"
+    assert body["dependencyDetails"]["checkpointer"]["detail"] == (
+        f"SQLite at {settings.sqlite_path}"
+    )
     assert _no_nulls(body)
 
 
@@ -59,7 +74,8 @@ def test_a_missing_model_makes_the_service_unhealthy(make_settings, tmp_path) ->
         ready = client.get("/ready")
     assert health.status_code == 503
     assert health.json()["status"] == "unhealthy"
-    assert health.json()["dependencies"]["model"] == {
+    assert health.json()["dependencies"]["model"] == "unavailable"
+    assert health.json()["dependencyDetails"]["model"] == {
         "status": "unhealthy",
         "detail": f"GGUF file not found: {tmp_path / 'missing.gguf'} (set CKS_MODEL)",
     }
@@ -75,6 +91,7 @@ def test_an_unreachable_checkpointer_degrades_the_service(make_settings) -> None
         health = client.get("/health")
         ready = client.get("/ready")
     assert (health.status_code, health.json()["status"]) == (200, "degraded")
+    assert health.json()["dependencies"]["checkpointer"] == "unavailable"
     assert (ready.status_code, ready.json()) == (200, {"ready": True, "status": "degraded"})
 
 

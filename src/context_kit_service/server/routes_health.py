@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from context_kit_service import __version__
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.health import overall
-from context_kit_service.server.schemas import DependencyHealth, HealthResponse
+from context_kit_service.server.schemas import DEPENDENCY_STATES, DependencyHealth, HealthResponse
 from context_kit_service.server.state import ServiceState
 
 router = APIRouter(tags=["health"])
@@ -24,7 +24,8 @@ async def _health(state: ServiceState) -> HealthResponse:
         version=__version__,
         uptime_seconds=round(time.monotonic() - state.started_at, 3),
         timestamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        dependencies={
+        dependencies={name: DEPENDENCY_STATES[result.status] for name, result in results.items()},
+        dependency_details={
             name: DependencyHealth(status=result.status, detail=result.detail)
             for name, result in results.items()
         },

@@ -33,12 +33,25 @@ class DependencyHealth(WireModel):
     detail: str
 
 
+DEPENDENCY_STATES: dict[str, Literal["available", "degraded", "unavailable"]] = {
+    "healthy": "available",
+    "degraded": "degraded",
+    "unhealthy": "unavailable",
+}
+"""A check's status as the app's client reads it in `dependencies` (strings only)."""
+
+
 class HealthResponse(WireModel):
     status: Literal["healthy", "degraded", "unhealthy", "unknown"]
     version: str
     uptime_seconds: float = Field(ge=0)
     timestamp: str
-    dependencies: dict[str, DependencyHealth]
+    dependencies: dict[str, Literal["available", "degraded", "unavailable"]] = Field(
+        description="Each dependency's state as one string (the app's client requires strings)."
+    )
+    dependency_details: dict[str, DependencyHealth] = Field(
+        description="Each check's status and what it found."
+    )
 
 
 class ErrorBody(WireModel):
