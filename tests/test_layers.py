@@ -19,6 +19,7 @@ LAYERS = {
     "configuration": FOUNDATION,
     "checkpointer": FOUNDATION,
     "validators": FOUNDATION,
+    "endpoints": FOUNDATION,
     "repository": 1,
     "retrieval": 2,
     "tools": 3,

@@ -213,7 +213,7 @@ def test_request_config_cannot_point_the_server_elsewhere(make_settings) -> None
         request_chat_spec(settings, endpoint="http://169.254.169.254/latest")
     assert (raised.value.code, raised.value.status) == ("ENDPOINT_NOT_ALLOWED", 403)
     with pytest.raises(ProviderError):
-        request_chat_spec(settings, provider="azure-openai", endpoint="http://127.0.0.1:11434")
+        request_chat_spec(settings, provider="azure-openai", endpoint="http://10.1.2.3:11434")
     opened = make_settings(provider="ollama", allow_client_endpoints=True)
     assert (
         request_chat_spec(opened, endpoint="http://gpu-box:11434").base_url

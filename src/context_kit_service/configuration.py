@@ -15,6 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 from pydantic import Field as PydanticField
 
+from context_kit_service.endpoints import check_resolved
 from context_kit_service.providers import ChatModelSpec, get_chat_model, request_chat_spec
 from context_kit_service.settings import ProviderName, Settings, get_settings
 
@@ -105,15 +106,13 @@ def service_settings(config: RunnableConfig | None) -> Settings:
     return settings if isinstance(settings, Settings) else get_settings()
 
 
-def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatModelSpec]:
+def chat_spec_for(config: RunnableConfig | None) -> ChatModelSpec:
     """The chat model this request asked for, within what the service's settings allow."""
     configurable = (config or {}).get("configurable") or {}
     configuration = Configuration.from_runnable_config(config)
-    spec_settings = service_settings(config)
-    given = configurable.get(MODEL_KEY)
     overrides: dict[str, Any] = configurable.get(PROVIDER_KEY) or {}
-    spec = request_chat_spec(
-        spec_settings,
+    return request_chat_spec(
+        service_settings(config),
         provider=configuration.provider,
         model=configuration.model,
         temperature=configuration.temperature,
@@ -122,9 +121,24 @@ def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatMo
         api_key=overrides.get("api_key"),
         api_version=overrides.get("api_version"),
     )
+
+
+def chat_model_for(config: RunnableConfig | None) -> tuple[BaseChatModel, ChatModelSpec]:
+    """The request's chat model (an instance passed in by whoever runs the graph, or the
+    provider's) and its spec."""
+    spec = chat_spec_for(config)
+    given = ((config or {}).get("configurable") or {}).get(MODEL_KEY)
     if isinstance(given, BaseChatModel):
         return given, spec
     return get_chat_model(spec), spec
+
+
+async def check_run_config(config: RunnableConfig | None) -> None:
+    """Refuse a run's provider choices before anything loads: bounds, and the endpoint
+    policy with the addresses the endpoint's name resolves to."""
+    spec = chat_spec_for(config)
+    if spec.provider != "local" and spec.base_url is not None:
+        await check_resolved(spec.base_url, service_settings(config))
 
 
 def embeddings_for(config: RunnableConfig | None) -> Embeddings | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from context_kit_service.endpoints import check_endpoint
 from context_kit_service.provider_errors import ProviderError
 from context_kit_service.settings import ProviderName, Settings
 
@@ -92,9 +93,8 @@ def request_chat_spec(
 ) -> ChatModelSpec:
     """Map the app's per-request provider `config` onto a spec, within what settings allow.
 
-    A request may only point the server at another endpoint than the configured one when
-    `CKS_ALLOW_CLIENT_ENDPOINTS` is on (otherwise the service could be steered at any URL).
-    The local provider has no endpoint, so `endpoint` is ignored for it.
+    `endpoint` must pass the endpoint policy (`endpoints.check_endpoint`); the local provider
+    has no endpoint, so it is ignored there.
     """
     if max_tokens is not None and not 1 <= max_tokens <= settings.max_tokens_limit:
         raise ProviderError(
@@ -104,19 +104,11 @@ def request_chat_spec(
         )
     if temperature is not None and not 0 <= temperature <= 2:
         raise ProviderError("INVALID_CONFIG", "temperature must be between 0 and 2", status=422)
-    chosen = provider or settings.provider
-    if chosen == "local":
+    if (provider or settings.provider) == "local":
         endpoint = None
     elif endpoint is not None:
         endpoint = endpoint.rstrip("/")
-        configured = settings.base_url if chosen == settings.provider else None
-        if endpoint != configured and not settings.allow_client_endpoints:
-            raise ProviderError(
-                "ENDPOINT_NOT_ALLOWED",
-                f"config.endpoint {endpoint!r} is not the configured endpoint; "
-                "start the service with CKS_ALLOW_CLIENT_ENDPOINTS=true to allow it",
-                status=403,
-            )
+        check_endpoint(endpoint, settings)
     return chat_spec(
         settings,
         provider=provider,

@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     )
     allow_client_endpoints: bool = Field(
         False,
-        description="Whether a request's `config.endpoint` may point the server at another URL.",
+        description="Let a request's `config.endpoint` be any URL (the endpoint policy is off).",
+    )
+    endpoint_hosts: list[str] = Field(
+        default_factory=list,
+        description="Private hosts a request's `config.endpoint` may name besides loopback and "
+        "public https ones (JSON list), e.g. a model server on the local network.",
     )
 
     max_request_bytes: int = Field(

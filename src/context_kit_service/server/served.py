@@ -33,7 +33,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
-from context_kit_service.configuration import configuration_specs
+from context_kit_service.configuration import check_run_config, configuration_specs
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
 from context_kit_service.repository.yaml_io import bounded
 
@@ -160,6 +160,7 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
     async def start(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
         """What to run the graph with, and the config: the input on its thread (a fresh one
         when none is given), or the Command that answers the thread's pending approval."""
+        await check_run_config(config)
         payload = input.model_dump() if isinstance(input, BaseModel) else input
         if not self.spec.threads:
             return payload, patch_config(config)
