@@ -143,8 +143,16 @@ def test_a_write_pauses_the_stream_for_approval(client_for, sample_copy) -> None
             json={"question": "Start T-004", "threadId": "w", "repoPath": str(sample_copy)},
         )
     )
-    assert paused[-2]["type"] == "approval"
-    assert paused[-2]["request"]["toolCalls"] == [
+    # The app's client knows three event types: the pause is a `complete` that says so.
+    assert [e["type"] for e in paused[:-1]] == ["complete"]
+    assert paused[-2]["fullContent"] == (
+        'I would like to change the repository: patch_entity with {"entity_id": "T-004", '
+        '"changes": {"status": "doing"}}. Nothing has been changed yet; the change waits for '
+        "your approval."
+    )
+    metadata = paused[-2]["metadata"]
+    assert (metadata["status"], metadata["threadId"]) == ("pending_approval", "w")
+    assert metadata["approvalRequest"]["toolCalls"] == [
         {"id": "w1", "tool": "patch_entity", "arguments": call["args"]}
     ]
     assert task.read_text() == before
@@ -156,6 +164,38 @@ def test_a_write_pauses_the_stream_for_approval(client_for, sample_copy) -> None
     )
     assert resumed[-2]["fullContent"] == "Done: T-004 is in progress."
     assert task.read_text() == before.replace("status: todo", "status: doing")
+
+
+def test_an_approval_event_when_the_request_opts_in(client_for, sample_copy) -> None:
+    call = {"name": "create_entity", "args": {}, "id": "c1", "type": "tool_call"}
+    client, _ = client_for(AIMessage("", tool_calls=[call]))
+    body = {"question": "Add a task", "repoPath": str(sample_copy), "approvalEvents": True}
+    paused = events(client.post("/ai/assist/stream", json=body))
+    assert [e["type"] for e in paused[:-1]] == ["approval"]
+    assert paused[-2]["request"]["toolCalls"] == [
+        {"id": "c1", "tool": "create_entity", "arguments": {}}
+    ]
+    assert paused[-1] == "[DONE]"
+
+
+class ToolRecordingModel(ScriptedChatModel):
+    bound: list[Any] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ToolRecordingModel:  # type: ignore[override]
+        self.bound.append(tools)
+        return self
+
+
+def test_with_no_repository_known_the_assistant_answers_without_tools(make_settings) -> None:
+    model = ToolRecordingModel(messages=iter([AIMessage("You have two features open.")]))
+    app = create_app(make_settings(), chat_model=model)  # no CKS_REPO_PATH, no repoPath
+    body = {"question": "What is open?", "contextSnapshot": {"features": ["FEAT-1", "FEAT-2"]}}
+    with TestClient(app) as client:
+        sent = events(client.post("/ai/assist/stream", json=body))
+    assert [e["type"] for e in sent[:-1] if isinstance(e, dict)][-1] == "complete"
+    assert sent[-2]["fullContent"] == "You have two features open."
+    assert model.bound == []
+    assert "FEAT-2" in model.prompts[0][1].content
 
 
 def test_the_langserve_route_pauses_for_approval_and_resumes(client_for, sample_copy) -> None:

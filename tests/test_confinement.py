@@ -143,7 +143,7 @@ def test_the_secret_never_appears_over_http(hostile: Path, make_settings) -> Non
         )
         assert (direct.status_code, direct.json()["code"], direct.json()["message"]) == (
             400,  # a folder that is no context repository is refused, as on every route
-            "REPOSITORY_REFUSED",
+            "NOT_A_CONTEXT_REPOSITORY",
             f"{hostile.parent} is not a context repository: it has no contexts or .context folder",
         )
 

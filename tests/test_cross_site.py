@@ -118,22 +118,30 @@ def test_a_sixteen_character_token_is_accepted(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("repo_path", "message"),
+    ("repo_path", "code", "message"),
     [
-        ("/etc", "/etc is not a context repository: it has no contexts or .context folder"),
-        ("/", "/ is not a context repository: it has no contexts or .context folder"),
-        ("/nonexistent/repo", "repository not found: /nonexistent/repo"),
-        ("relative/repo", "repository path must be absolute: relative/repo"),
+        (
+            "/etc",
+            "NOT_A_CONTEXT_REPOSITORY",
+            "/etc is not a context repository: it has no contexts or .context folder",
+        ),
+        (
+            "/",
+            "NOT_A_CONTEXT_REPOSITORY",
+            "/ is not a context repository: it has no contexts or .context folder",
+        ),
+        ("/nonexistent/repo", "REPOSITORY_NOT_FOUND", "repository not found: /nonexistent/repo"),
+        ("relative/repo", "REPOSITORY_REFUSED", "repository path must be absolute: relative/repo"),
     ],
 )
 def test_without_a_token_only_a_context_repository_is_served(
-    make_settings, repo_path: str, message: str
+    make_settings, repo_path: str, code: str, message: str
 ) -> None:
     """`/etc` is not a repository: `/etc/passwd` cannot be read by naming it one."""
     body = {"toolId": "context.read", "parameters": {"path": "passwd"}, "repoPath": repo_path}
     with client(make_settings) as http:
         response = http.post("/ai/tools/execute", json=body)
-    assert (response.status_code, response.json()["code"]) == (400, "REPOSITORY_REFUSED")
+    assert (response.status_code, response.json()["code"]) == (400, code)
     assert response.json()["message"] == message
     assert "root:" not in response.text
 

@@ -101,6 +101,15 @@ class State(InputState, OutputState):
     model: str = Field(default="", description="The chat model of the latest turn.")
 
 
+def describe_proposal(request: dict[str, Any]) -> str:
+    """A pending change in plain words, for clients that only show text."""
+    calls = "; ".join(
+        f"{call['tool']} with {json.dumps(call['arguments'], ensure_ascii=False)}"
+        for call in request.get("toolCalls", [])
+    )
+    return prompts.ASSISTANT_PROPOSAL.format(calls=calls or "a change")
+
+
 def plain_message(message: BaseMessage) -> dict[str, Any]:
     """A message as the app's wire format: `role`, `content`, and tool calls as plain data."""
     role = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}[message.type]
@@ -118,7 +127,12 @@ def plain_message(message: BaseMessage) -> dict[str, Any]:
 
 
 async def prepare(state: State, config: RunnableConfig) -> dict[str, Any]:
-    root = resolve_repository(state.repo_path, service_settings(config))
+    """Check the repository; with none known (none sent, none configured) the assistant
+    answers from the snapshot and the conversation, without repository tools."""
+    settings = service_settings(config)
+    if not state.repo_path and settings.repo_path is None:
+        return {"repo_root": "", "tool_rounds": 0}
+    root = resolve_repository(state.repo_path, settings)
     return {"repo_root": str(root), "tool_rounds": 0}
 
 
@@ -181,7 +195,7 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     if state.context_snapshot:
         snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
         system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
-    tools = ASSISTANT_TOOLS if offers_tools(model, settings) else []
+    tools = ASSISTANT_TOOLS if state.repo_root and offers_tools(model, settings) else []
     # Counting tokens may load the local model: keep it off the event loop.
     history = await asyncio.to_thread(
         fit_to_window, system, list(state.messages), model, budget, tools

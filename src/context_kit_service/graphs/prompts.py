@@ -75,3 +75,9 @@ ASSISTANT_STEP_LIMIT = (
 ASSISTANT_REJECTED = "The user rejected this change; nothing was written."
 
 ASSISTANT_SNAPSHOT = "What the user has open in the app (JSON):\n{snapshot}"
+
+ASSISTANT_PROPOSAL = (
+    "I would like to change the repository: {calls}. Nothing has been changed yet; the change "
+    "waits for your approval."
+)
+"""What a client that shows only text says about a change waiting for approval."""

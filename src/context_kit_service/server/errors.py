@@ -148,7 +148,7 @@ def classify(exc: BaseException) -> Classified:
     if isinstance(exc, NotStartedError):
         return Classified(503, "NOT_READY", str(exc))
     if isinstance(exc, RepositoryRefused):
-        return Classified(400, "REPOSITORY_REFUSED", str(exc))
+        return Classified(400, exc.code, str(exc))
     if isinstance(exc, ConfinementError):
         return Classified(400, "PATH_REFUSED", str(exc))
     if isinstance(exc, WriteRefused):

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from context_kit_service.graphs.assistant import ANSWER_TAG, plain_message
+from context_kit_service.graphs.assistant import ANSWER_TAG, describe_proposal, plain_message
 from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError, classify, log_error
 from context_kit_service.server.routes_ai import check_input_size
@@ -47,23 +47,28 @@ async def _start(
 
 
 async def _last_event(
-    assistant: ServedGraph, config: RunnableConfig, tokens: int, started: float
+    assistant: ServedGraph, body: AssistRequest, config: RunnableConfig, tokens: int, started: float
 ) -> ServerSentEvent:
-    """`approval` when the run paused for one, else `complete` with the final reply."""
+    """`complete` with the final reply, or for a paused write `complete` saying in words what
+    waits for approval (an `approval` event when the request opted in)."""
     snapshot = await assistant.graph.aget_state(config)
-    thread_id = config["configurable"]["thread_id"]
-    if snapshot.interrupts:
-        request = snapshot.interrupts[0].value
-        return sse({"type": "approval", "request": request, "metadata": {"threadId": thread_id}})
     final = snapshot.values["messages"][-1]
     usage = getattr(final, "usage_metadata", None) or {}
     metadata = {
         "totalTokens": int(usage.get("output_tokens", tokens)),
         "durationMs": round((time.perf_counter() - started) * 1000, 3),
         "model": snapshot.values.get("model") or None,
-        "threadId": thread_id,
+        "threadId": config["configurable"]["thread_id"],
     }
-    return sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
+    if not snapshot.interrupts:
+        return sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
+    request = snapshot.interrupts[0].value
+    if body.approval_events:
+        thread = {"threadId": metadata["threadId"]}
+        return sse({"type": "approval", "request": request, "metadata": thread})
+    metadata |= {"status": "pending_approval", "approvalRequest": request}
+    text = describe_proposal(request)
+    return sse({"type": "complete", "fullContent": text, "metadata": metadata})
 
 
 _END = object()
@@ -115,7 +120,7 @@ async def stream_answer(
             if _is_answer(chunk, meta):
                 yield sse({"type": "token", "token": chunk.text, "metadata": {"tokenIndex": index}})
                 index += 1
-        yield await _last_event(assistant, config, index, started)
+        yield await _last_event(assistant, body, config, index, started)
     except Exception as exc:
         classified = classify(exc)
         log_error(exc, classified)

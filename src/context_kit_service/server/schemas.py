@@ -278,6 +278,12 @@ class AssistRequest(RunRequest):
     question: Annotated[str, not_blank("question")] = Field(min_length=1)
     conversation_history: list[HistoryTurn] = Field(default_factory=list, max_length=200)
     context_snapshot: dict[str, Any] | None = None
+    approval_events: bool = Field(
+        default=False,
+        description="Send a change that waits for approval as an `approval` event. Without it "
+        "the stream keeps to the app's three event types: the pause is a `complete` whose "
+        "`metadata` has `status: pending_approval`, the `approvalRequest` and the `threadId`.",
+    )
 
     def graph_input(self, thread_known: bool) -> dict[str, Any]:
         """The new turn; the app's history only starts a thread the service does not know."""

@@ -19,8 +19,12 @@ class ConfinementError(ToolException):
 
 
 class RepositoryRefused(ValueError):
-    """A repository the request may not use: the request is refused (400 REPOSITORY_REFUSED on
-    every route), it is not a tool failure."""
+    """A repository the request may not use: the request is refused (400 with `code` on every
+    route), it is not a tool failure."""
+
+    def __init__(self, message: str, code: str = "REPOSITORY_REFUSED") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def resolve_repository(requested: str | Path | None, settings: Settings) -> Path:
@@ -33,7 +37,9 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
     """
     chosen = requested if requested not in (None, "") else settings.repo_path
     if chosen is None:
-        raise RepositoryRefused("no repository given: send repoPath or set CKS_REPO_PATH")
+        raise RepositoryRefused(
+            "no repository given: send repoPath or set CKS_REPO_PATH", "NO_REPOSITORY"
+        )
     text = str(chosen)
     if "\x00" in text:
         raise RepositoryRefused("repository path contains a NUL byte")
@@ -42,7 +48,7 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
         raise RepositoryRefused(f"repository path must be absolute: {text}")
     root = root.resolve()
     if not root.is_dir():
-        raise RepositoryRefused(f"repository not found: {root}")
+        raise RepositoryRefused(f"repository not found: {root}", "REPOSITORY_NOT_FOUND")
     if settings.allowed_repos:
         allowed = [Path(a).expanduser().resolve() for a in settings.allowed_repos]
         if not any(root == a or root.is_relative_to(a) for a in allowed):
@@ -52,7 +58,8 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
     if not any((root / marker).is_dir() for marker in REPOSITORY_MARKERS):
         raise RepositoryRefused(
             f"{root} is not a context repository: it has no {' or '.join(REPOSITORY_MARKERS)} "
-            "folder"
+            "folder",
+            "NOT_A_CONTEXT_REPOSITORY",
         )
     return root
 
