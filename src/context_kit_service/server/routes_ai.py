@@ -74,8 +74,9 @@ async def execute_tool(body: ToolExecuteRequest, state: StateDep) -> ToolExecute
 async def rag_query(body: RagQueryRequest, state: StateDep) -> RagQueryResponse:
     """Answer a question from the repository's content only, with sources and timings."""
     check_input_size(state.settings, query=body.query)
-    output = await run(state, "rag", body.graph_input(), body.configurable())
-    return RagQueryResponse.from_output(output)
+    payload = body.graph_input()
+    output = await run(state, "rag", payload, body.configurable())
+    return RagQueryResponse.from_output(output, top_k=payload["top_k"])
 
 
 @router.post(

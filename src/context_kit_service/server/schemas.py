@@ -150,7 +150,9 @@ class ToolExecuteResponse(WireModel):
 class RagQueryRequest(WireModel):
     query: Annotated[str, not_blank("query")] = Field(min_length=1)
     repo_path: str | None = Field(default=None, max_length=4096)
-    top_k: int = Field(default=5, gt=0, le=MAX_TOP_K)
+    top_k: int = Field(
+        default=5, gt=0, description=f"How many sources; more than {MAX_TOP_K} gives {MAX_TOP_K}."
+    )
     entity_types: list[EntityKind] | None = None
     config: ProviderConfig | None = None
 
@@ -158,7 +160,7 @@ class RagQueryRequest(WireModel):
         return {
             "query": self.query,
             "repo_path": self.repo_path or "",
-            "top_k": self.top_k,
+            "top_k": min(self.top_k, MAX_TOP_K),
             "entity_types": self.entity_types or [],
         }
 
@@ -178,6 +180,7 @@ class RagMetadata(WireModel):
     retrieval_time_ms: float = Field(ge=0)
     generation_time_ms: float = Field(ge=0)
     total_sources: int = Field(ge=0)
+    top_k: int = Field(ge=1, description="The topK used (the request's, at most the maximum).")
     model: str | None = None
 
 
@@ -187,12 +190,13 @@ class RagQueryResponse(WireModel):
     metadata: RagMetadata
 
     @classmethod
-    def from_output(cls, output: dict[str, Any]) -> Self:
+    def from_output(cls, output: dict[str, Any], top_k: int) -> Self:
         sources = [RagSource.model_validate(s, from_attributes=True) for s in output["sources"]]
         metadata = RagMetadata(
             retrieval_time_ms=output["retrieval_ms"],
             generation_time_ms=output["generation_ms"],
             total_sources=len(sources),
+            top_k=top_k,
             model=output["model"] or None,
         )
         return cls(answer=output["answer"], sources=sources, metadata=metadata)
