@@ -350,3 +350,64 @@ def test_langserve_batch_generates_several_entities(client_with) -> None:
         ("completed", "SVC-006"),
     ]
     assert sorted(o["entity"]["name"] for o in outputs) == ["fx-cache", "fx-rates"]
+
+
+GOOD_STORY = {"asA": "member", "iWant": "to export my budget", "soThat": "I can share it"}
+
+
+def test_with_no_repository_known_a_draft_is_checked_against_the_built_in_schema(
+    make_settings,
+) -> None:
+    """The app's generate-entity request: no repoPath, and the service names no repository."""
+    model = replies(GOOD_STORY)
+    with TestClient(create_app(make_settings(), chat_model=model)) as client:
+        body = {
+            "entityType": "userstory",
+            "userPrompt": "Members export their budget as CSV",
+            "linkedFeatureId": "FEAT-777",  # the app may send ids no repository checks
+        }
+        response = client.post("/ai/generate-entity", json=body)
+        saving = client.post("/ai/generate-entity", json={**body, "save": True})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["entity"] == {"id": "US-001", "feature": "FEAT-777", **GOOD_STORY}
+    assert out["validation"] == {"valid": True, "errors": []}
+    metadata = out["metadata"]
+    assert "repository" not in metadata  # no repository was used
+    assert (metadata["linkedFeatureId"], metadata["linkedBy"]) == ("FEAT-777", "request")
+    assert (saving.status_code, saving.json()["message"]) == (
+        422,
+        "saving needs a repository: send repoPath or set CKS_REPO_PATH",
+    )
+
+
+def test_a_story_without_a_feature_links_to_the_best_match(make_settings) -> None:
+    model = replies(GOOD_STORY)
+    settings = make_settings(repo_path=SAMPLE_REPO)
+    with TestClient(create_app(settings, chat_model=model)) as client:
+        body = {"entityType": "userstory", "userPrompt": "Sign in with a passkey on my phone"}
+        out = client.post("/ai/generate-entity", json=body).json()
+    assert (out["metadata"]["linkedFeatureId"], out["metadata"]["linkedBy"]) == (
+        "FEAT-001",
+        "retrieval",
+    )
+    assert out["entity"]["feature"] == "FEAT-001"
+    assert out["metadata"]["repository"] == str(SAMPLE_REPO)
+    assert out["validation"]["valid"] is True
+
+
+def test_a_story_with_no_feature_to_link_to_is_refused_before_the_model(
+    make_settings, tmp_path: Path
+) -> None:
+    repo = tmp_path / "empty-repo"
+    (repo / "contexts").mkdir(parents=True)
+    model = replies(GOOD_STORY)
+    with TestClient(create_app(make_settings(), chat_model=model)) as client:
+        body = {"entityType": "userstory", "userPrompt": "Export budgets", "repoPath": str(repo)}
+        response = client.post("/ai/generate-entity", json=body)
+    assert (response.status_code, response.json()["message"]) == (
+        422,
+        "a userstory belongs to a feature and the repository has none: create a feature first "
+        "or send linked_feature_id",
+    )
+    assert model.prompts == []

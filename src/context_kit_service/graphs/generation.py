@@ -31,8 +31,13 @@ from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
-from context_kit_service.repository.model import Entity, Repository, repository_signature
-from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName
+from context_kit_service.repository.model import (
+    Entity,
+    Repository,
+    builtin_repository,
+    repository_signature,
+)
+from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName, builtin_schema
 from context_kit_service.repository.yaml_io import dump_new
 from context_kit_service.retrieval.search import Source, search
 from context_kit_service.tools.confinement import resolve_repository
@@ -74,6 +79,16 @@ class OutputState(BaseModel):
     duration_ms: float = Field(default=0.0, description="Time from start to result.")
     model: str = Field(default="", description="The model that wrote the drafts.")
     provider: str = Field(default="", description="Its provider.")
+    repository: str = Field(
+        default="",
+        description="The repository used; empty: none (built-in schema, id provisional).",
+    )
+    linked_feature: str | None = Field(
+        default=None, description="The feature the entity links to (given, or found by retrieval)."
+    )
+    linked_by: Literal["request", "retrieval"] | None = Field(
+        default=None, description="Where the linked feature came from."
+    )
 
 
 class State(InputState, OutputState):
@@ -136,9 +151,9 @@ def assemble(state: State, draft: dict[str, Any]) -> dict[str, Any]:
     entity: dict[str, Any] = {"id": state.entity_id}
     entity.update({k: draft[k] for k in order if k in draft})
     link = ENTITY_TYPES[state.entity_type].feature_link
-    if not state.linked_feature_id or link is None:
+    if not state.linked_feature or link is None:
         return entity
-    value: Any = [state.linked_feature_id] if link.many else state.linked_feature_id
+    value: Any = [state.linked_feature] if link.many else state.linked_feature
     if len(link.path) == 1:  # a top-level link reads best right after the id
         return {"id": state.entity_id, link.path[0]: value, **entity}
     parent, name = link.path
@@ -153,37 +168,79 @@ def _fail(message: str) -> dict[str, Any]:
     return {"status": "error", "error": message}
 
 
+def _without_repository(state: State) -> dict[str, Any]:
+    """No repository known: the built-in schema, a provisional id, no context, links unchecked."""
+    if state.save:
+        return _fail("saving needs a repository: send repoPath or set CKS_REPO_PATH")
+    linked = state.linked_feature_id
+    return {
+        "repo_root": "",
+        "entity_id": ENTITY_TYPES[state.entity_type].format_id(1),
+        "draft_schema": draft_schema(builtin_schema(state.entity_type), state.entity_type),
+        "context": "(none)",
+        "examples": [],
+        "linked_feature": linked,
+        "linked_by": "request" if linked else None,
+        "started_at": time.time(),
+    }
+
+
+def must_link(repo: Repository, entity_type: str) -> bool:
+    """Whether the type's schema requires its link to a feature (a user story's `feature`)."""
+    link = ENTITY_TYPES[entity_type].feature_link
+    return link is not None and link.path[0] in repo.schemas[entity_type].get("required", [])
+
+
+def _link(state: State, repo: Repository, features: list[Source]) -> dict[str, Any]:
+    """The feature the entity links to: the requested one, checked, or for a type that must
+    link to one the best match by retrieval; `error` when there is none."""
+    if state.linked_feature_id:
+        if state.entity_type not in FEATURE_LINKED:
+            linked_to = ", ".join(FEATURE_LINKED)
+            return {"error": f"linked_feature_id applies to {linked_to}, not {state.entity_type}"}
+        feature = repo.entities.get(state.linked_feature_id)
+        if feature is None or feature.type != "feature":
+            missing = state.linked_feature_id
+            return {"error": f"linked_feature_id {missing} is not a feature of the repository"}
+        return {"linked_feature": feature.id, "linked_by": "request"}
+    if not must_link(repo, state.entity_type):
+        return {}
+    if not features:
+        return {
+            "error": f"a {state.entity_type} belongs to a feature and the repository has none: "
+            "create a feature first or send linked_feature_id"
+        }
+    return {"linked_feature": features[0].entity_id, "linked_by": "retrieval"}
+
+
 async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]:
     started = time.time()
     settings = service_settings(config)
+    if not state.repo_path and settings.repo_path is None:
+        return _without_repository(state)
     root = resolve_repository(state.repo_path, settings)
     embeddings = embeddings_for(config)
 
-    def load_and_search() -> tuple[Repository, list[Source]]:
+    def load_and_search() -> tuple[Repository, list[Source], list[Source]]:
         signature = repository_signature(root)  # one scan serves both the model and the index
-        found = search(
-            settings,
-            root,
-            state.user_prompt,
-            top_k=12,
-            min_score=0.0,
-            embeddings=embeddings,
-            signature=signature,
+        repo = repositories.get(root, signature)
+        options: dict[str, Any] = {"min_score": 0.0, "embeddings": embeddings}
+        found = search(settings, root, state.user_prompt, top_k=12, signature=signature, **options)
+        features = (
+            search(settings, root, state.user_prompt, top_k=1, entity_types=["feature"], **options)
+            if not state.linked_feature_id and must_link(repo, state.entity_type)
+            else []
         )
-        return repositories.get(root, signature), found
+        return repo, found, features
 
-    repo, hits = await asyncio.to_thread(load_and_search)
+    repo, hits, features = await asyncio.to_thread(load_and_search)
+    link = _link(state, repo, features)
+    if "error" in link:
+        return _fail(link["error"])
+    linked = link.get("linked_feature")
     lines = []
-    if state.linked_feature_id:
-        if state.entity_type not in FEATURE_LINKED:
-            return _fail(
-                f"linked_feature_id applies to {', '.join(FEATURE_LINKED)}, not {state.entity_type}"
-            )
-        feature = repo.entities.get(state.linked_feature_id)
-        if feature is None or feature.type != "feature":
-            return _fail(
-                f"linked_feature_id {state.linked_feature_id} is not a feature of the repository"
-            )
+    if linked:
+        feature = repo.entities[linked]
         objective = feature.data.get("objective", "")
         lines.append(f"[{feature.id}] (feature, linked) {feature.title}. {objective}".strip())
     schema = draft_schema(repo.schemas[state.entity_type], state.entity_type)
@@ -191,7 +248,7 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
     lines += [
         f"[{h.entity_id}] ({h.entity_type}) {h.title}"
         for h in relevant[:4]
-        if h.entity_id != state.linked_feature_id
+        if h.entity_id != linked
     ]
     same_type = [h.entity_id for h in hits if h.entity_type == state.entity_type]
     if not same_type:
@@ -202,7 +259,9 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
         if i in repo.entities
     ]
     return {
+        **link,
         "repo_root": str(root),
+        "repository": str(root),
         "entity_id": repo.next_id(state.entity_type),
         "draft_schema": schema,
         "context": "\n".join(lines) or "(none)",
@@ -266,10 +325,15 @@ async def validate_draft(state: State) -> dict[str, Any]:
     entity = assemble(state, state.draft)
     kind = ENTITY_TYPES[state.entity_type]
     path = f"contexts/{kind.folder}/{state.entity_id}.yaml"
-    repo = repositories.peek(Path(state.repo_root))  # the snapshot this run started from
+    repo = (  # the snapshot this run started from, or with none the built-in schemas
+        repositories.peek(Path(state.repo_root)) if state.repo_root else builtin_repository()
+    )
     candidate = Entity(state.entity_id, state.entity_type, path, entity)
-    view = repo.with_entities(candidate, *repo.backlinked_features(candidate))
-    found = view.check_entity(state.entity_type, entity, path)
+    if state.repo_root:
+        view = repo.with_entities(candidate, *repo.backlinked_features(candidate))
+        found = view.check_entity(state.entity_type, entity, path)
+    else:  # no repository: its links cannot be checked
+        found = repo.schema_problems(candidate)
     problems = [f"{p.field or 'entity'}: {p.message}" for p in found]
     feedback = state.feedback
     if problems:

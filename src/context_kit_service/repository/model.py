@@ -309,6 +309,19 @@ class Repository:
         return self.schema_problems(entity) + self.reference_problems(entity)
 
 
+def builtin_repository() -> Repository:
+    """No repository at all: no entities, and each type's built-in schema with its links
+    optional (a draft made without a repository is checked against its schema; its links
+    cannot be checked)."""
+    schemas = {}
+    for name, kind in ENTITY_TYPES.items():
+        schema = dict(builtin_schema(name))
+        links = {link.path[0] for link in kind.links}
+        schema["required"] = [f for f in schema.get("required", []) if f not in links]
+        schemas[name] = schema
+    return Repository(Path(), {}, [], [], schemas, dict.fromkeys(ENTITY_TYPES, "built-in"))
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 

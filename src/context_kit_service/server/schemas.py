@@ -233,6 +233,17 @@ class GenerateEntityMetadata(WireModel):
     status: str
     thread_id: str | None = None
     saved_path: str | None = None
+    repository: str | None = Field(
+        default=None,
+        description="The repository used; absent when none was (built-in schema, provisional id, "
+        "links unchecked).",
+    )
+    linked_feature_id: str | None = Field(
+        default=None, description="The feature the entity links to."
+    )
+    linked_by: Literal["request", "retrieval"] | None = Field(
+        default=None, description="`retrieval` when the service chose the feature."
+    )
 
 
 class GenerateEntityResponse(WireModel):
@@ -254,6 +265,9 @@ class GenerateEntityResponse(WireModel):
             status=output["status"],
             thread_id=output["thread_id"],
             saved_path=output.get("saved_path"),
+            repository=output["repository"] or None,
+            linked_feature_id=output["linked_feature"],
+            linked_by=output["linked_by"],
         )
         return cls(
             entity=output["entity"],
