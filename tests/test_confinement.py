@@ -115,7 +115,7 @@ async def test_each_refusal_says_why(hostile: Path, make_settings) -> None:
 
 async def test_a_symlink_inside_the_repository_is_fine(hostile: Path, make_settings) -> None:
     result = await call("read_context", hostile, make_settings(), path="docs/inside-link.md")
-    assert result["content"] == (SAMPLE_REPO / "docs/glossary.md").read_text()
+    assert result["contents"] == (SAMPLE_REPO / "docs/glossary.md").read_text()
 
 
 def test_the_secret_never_appears_over_http(hostile: Path, make_settings) -> None:

@@ -173,7 +173,11 @@ def test_a_home_folder_is_not_a_repository_but_any_context_repository_is(
             },
         )
     assert "is not a context repository" in refused.json()["message"]
-    assert served.json()["result"] == {"path": "README.md", "content": "# Project\n"}
+    assert served.json()["result"] == {
+        "path": "README.md",
+        "contents": "# Project\n",
+        "encoding": "utf-8",
+    }
 
 
 def test_allowed_repos_restricts_further(make_settings, sample_copy: Path) -> None:

@@ -40,8 +40,12 @@ def execute(
 
 
 def test_context_read_as_the_app_sends_it(client: TestClient) -> None:
-    payload = execute(client, "context.read", {"path": TASK})
-    assert payload["result"] == {"path": TASK, "content": (SAMPLE_REPO / TASK).read_text()}
+    payload = execute(client, "context.read", {"path": TASK, "format": "text", "encoding": "utf-8"})
+    assert payload["result"] == {
+        "path": TASK,
+        "contents": (SAMPLE_REPO / TASK).read_text(),
+        "encoding": "utf-8",
+    }
     metadata = payload["metadata"]
     assert set(metadata) == {"durationMs", "toolId", "tool", "status", "threadId"}
     assert (metadata["toolId"], metadata["tool"], metadata["status"]) == (
@@ -87,14 +91,17 @@ def test_an_unknown_tool_lists_the_known_ones(client: TestClient) -> None:
 
 
 def test_bad_arguments_name_the_argument(client: TestClient) -> None:
-    assert execute(client, "pipeline.impact")["error"] == "argument 'entity_id': Field required"
+    assert execute(client, "pipeline.next-id")["error"] == "argument 'entity_type': Field required"
+    assert execute(client, "pipeline.impact")["error"] == (
+        "give exactly one of entity_id or changed_ids"
+    )
     assert execute(client, "pipeline.impact", {"entity_id": "T-001", "max_depth": "deep"})[
         "error"
     ] == (
         "argument 'max_depth': Input should be a valid integer, unable to parse string as an integer"
     )
     assert execute(client, "context.read", {"file": "x"})["error"] == (
-        "unknown argument 'file' for read_context; expected: entity_id, path"
+        "unknown argument 'file' for read_context; expected: encoding, entity_id, format, path"
     )
 
 

@@ -35,6 +35,10 @@ def test_tool_names_are_valid_function_names_and_app_ids_map_onto_them() -> None
         "pipeline.impact": "impact_analysis",
         "pipeline.next-id": "next_id",
         "pipeline.generate": "build_context_bundle",
+        "pipeline.run": "run_pipeline",
+        "pipeline.build-embeddings": "build_embeddings",
+        "entity.details": "get_entity",
+        "entity.similar": "similar_entities",
     }
 
 
@@ -47,13 +51,14 @@ def test_the_model_never_sees_the_repository_root() -> None:
 
 async def test_read_context_by_id_and_by_path() -> None:
     path = "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
-    expected = {"path": path, "content": (SAMPLE_REPO / path).read_text()}
+    expected = {"path": path, "contents": (SAMPLE_REPO / path).read_text(), "encoding": "utf-8"}
     assert await call("read_context", entity_id="T-004") == expected
     assert await call("read_context", path=path) == expected
     doc = await call("read_context", path="docs/glossary.md")
     assert doc == {
         "path": "docs/glossary.md",
-        "content": (SAMPLE_REPO / "docs/glossary.md").read_text(),
+        "contents": (SAMPLE_REPO / "docs/glossary.md").read_text(),
+        "encoding": "utf-8",
     }
 
 

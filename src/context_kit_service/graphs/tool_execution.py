@@ -13,12 +13,12 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import ToolException
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field
 
 from context_kit_service.configuration import Configuration, service_settings
 from context_kit_service.repository.yaml_io import bounded
 from context_kit_service.tools.confinement import resolve_repository
-from context_kit_service.tools.registry import WRITE_TOOLS, resolve_tool
+from context_kit_service.tools.registry import WRITE_TOOLS, check_arguments, resolve_tool
 
 Status = Literal["completed", "error", "rejected", "pending_approval"]
 
@@ -44,30 +44,6 @@ class OutputState(BaseModel):
 class State(InputState, OutputState):
     arguments: dict[str, Any] = Field(default_factory=dict, description="Validated arguments.")
     repo_root: str = Field(default="", description="The checked repository root.")
-
-
-def _argument_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    name = ".".join(str(part) for part in first["loc"]) or "parameters"
-    return f"argument {name!r}: {first['msg']}"
-
-
-def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Validate `parameters` against the tool's schema; raises ToolException naming the argument."""
-    tool = resolve_tool(tool_name)
-    schema = tool.tool_call_schema
-    expected = set(schema.model_fields)  # type: ignore[union-attr]
-    unknown = sorted(set(parameters) - expected)
-    if unknown:
-        raise ToolException(
-            f"unknown argument {unknown[0]!r} for {tool.name}; "
-            f"expected: {', '.join(sorted(expected))}"
-        )
-    try:
-        validated = schema.model_validate(parameters)  # type: ignore[union-attr]
-    except ValidationError as exc:
-        raise ToolException(_argument_error(exc)) from None
-    return validated.model_dump(exclude_unset=True)
 
 
 # --- nodes -----------------------------------------------------------------------------------

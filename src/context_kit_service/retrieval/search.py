@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, Field
@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.model import Signature
 from context_kit_service.settings import Settings
+
+if TYPE_CHECKING:
+    from context_kit_service.retrieval.index import RepositoryIndex
 
 MAX_TOP_K = 20
 EXCERPT_CHARS = 400
@@ -34,6 +37,21 @@ def _excerpt(text: str) -> str:
     return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rstrip() + "…"
 
 
+def repository_index(
+    settings: Settings, root: Path, embeddings: Embeddings | None = None
+) -> tuple[RepositoryIndex, Embeddings]:
+    """The repository's index (built once per process and embeddings model) and the embeddings
+    it uses: `embeddings`, or the configured provider's."""
+    from context_kit_service.retrieval.index import embeddings_model_id, indexes  # numpy, faiss
+
+    if embeddings is None:
+        spec = embeddings_spec(settings)
+        embeddings, model_id = get_embeddings(spec), embeddings_model_id(spec)
+    else:
+        model_id = f"custom:{type(embeddings).__name__}"
+    return indexes.get(root, settings.data_dir, embeddings, model_id), embeddings
+
+
 def search(
     settings: Settings,
     root: Path,
@@ -49,15 +67,8 @@ def search(
     """The `top_k` most relevant distinct entities for `query`, in the calling thread (the
     index is refreshed first; pass `signature` when just computed). `embeddings` replaces
     the configured embeddings provider; `min_score` defaults to CKS_MIN_RELEVANCE."""
-    from context_kit_service.retrieval.index import embeddings_model_id, indexes  # numpy, faiss
-
     threshold = settings.min_relevance if min_score is None else min_score
-    if embeddings is None:
-        spec = embeddings_spec(settings)
-        embeddings, model_id = get_embeddings(spec), embeddings_model_id(spec)
-    else:
-        model_id = f"custom:{type(embeddings).__name__}"
-    index = indexes.get(root, settings.data_dir, embeddings, model_id)
+    index, embeddings = repository_index(settings, root, embeddings)
     index.ensure_fresh(signature)
     vector = embeddings.embed_query(query)
     k = max(1, min(top_k, MAX_TOP_K))

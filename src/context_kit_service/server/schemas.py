@@ -108,7 +108,7 @@ class RunRequest(WireModel):
 
 
 class ToolExecuteRequest(RunRequest):
-    tool_id: str = Field(default="", max_length=200)
+    tool_id: Annotated[str, not_blank("toolId")] = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     def graph_input(self) -> dict[str, Any]:

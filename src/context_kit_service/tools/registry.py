@@ -1,10 +1,22 @@
-"""The tool catalogue: by name, by the app's dotted ids, and which tools write."""
+"""The tool catalogue: by name, by the app's dotted ids, which tools write, the app's
+`pipeline.run`, and the check of a tool's arguments (the app's camelCase names accepted)."""
 
 from __future__ import annotations
 
-from langchain_core.tools import BaseTool, ToolException
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, ToolException, tool
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
+
+from context_kit_service.configuration import service_settings
+from context_kit_service.repository.files import data_name
 from context_kit_service.tools.repository_tools import (
+    RepoRoot,
     build_context_bundle,
     create_entity,
     dependency_graph,
@@ -16,6 +28,11 @@ from context_kit_service.tools.repository_tools import (
     read_context,
     search_entities,
     validate_repository,
+)
+from context_kit_service.tools.retrieval_tool import (
+    build_embeddings,
+    search_context,
+    similar_entities,
 )
 
 REPOSITORY_TOOLS: list[BaseTool] = [
@@ -31,7 +48,77 @@ REPOSITORY_TOOLS: list[BaseTool] = [
     create_entity,
     patch_entity,
 ]
-TOOLS_BY_NAME: dict[str, BaseTool] = {t.name: t for t in REPOSITORY_TOOLS}
+"""What the assistant's model may call (with `search_context`)."""
+
+PIPELINES: dict[str, BaseTool] = {
+    "validate": validate_repository,
+    "build-graph": dependency_graph,
+    "impact": impact_analysis,
+    "generate": build_context_bundle,
+    "build-embeddings": build_embeddings,
+}
+ARGUMENT_ALIASES = {"id": "entity_id", "top_k": "limit", "k": "limit", "args": "arguments"}
+"""Names the app uses for an argument the tool calls otherwise."""
+
+
+def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """`parameters` validated against the tool's schema, under the tool's own names (camelCase
+    and a few of the app's names accepted); raises ToolException naming the argument."""
+    chosen = resolve_tool(tool_name)
+    schema = chosen.tool_call_schema
+    expected = set(schema.model_fields)  # type: ignore[union-attr]
+    named = {}
+    for key, value in parameters.items():
+        name = key if key in expected else to_snake(key)
+        named[name if name in expected else ARGUMENT_ALIASES.get(name, name)] = value
+    unknown = sorted(set(named) - expected)
+    if unknown:
+        raise ToolException(
+            f"unknown argument {unknown[0]!r} for {chosen.name}; "
+            f"expected: {', '.join(sorted(expected))}"
+        )
+    try:
+        validated = schema.model_validate(named)  # type: ignore[union-attr]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "parameters"
+        raise ToolException(f"argument {where!r}: {first['msg']}") from None
+    return validated.model_dump(exclude_unset=True)
+
+
+@tool
+def run_pipeline(
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    pipeline: Literal["validate", "build-graph", "impact", "generate", "build-embeddings"],
+    arguments: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one of the repository's pipelines (validate, build-graph, impact, generate,
+    build-embeddings) with its `arguments` (the app's `args`). Returns `status` (succeeded or
+    failed), the pipeline's `result`, and its report written as JSON (`artifacts`, `logPath`)."""
+    chosen = PIPELINES[pipeline]
+    report: dict[str, Any] = {"pipeline": pipeline}
+    try:
+        checked = check_arguments(chosen.name, arguments or {})
+        result = chosen.invoke({**checked, "repo_root": repo_root}, config)
+        report |= {"status": "succeeded", "result": result}
+    except ToolException as exc:
+        report |= {"status": "failed", "error": str(exc)}
+    folder = service_settings(config).data_dir / "pipelines" / data_name(Path(repo_root))
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"{pipeline}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9}.json"
+    log.write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    return {**report, "artifacts": [str(log)], "logPath": str(log)}
+
+
+APP_TOOLS: list[BaseTool] = [
+    *REPOSITORY_TOOLS,
+    search_context,
+    similar_entities,
+    build_embeddings,
+    run_pipeline,
+]
+TOOLS_BY_NAME: dict[str, BaseTool] = {t.name: t for t in APP_TOOLS}
 
 APP_TOOL_IDS: dict[str, str] = {
     "context.read": "read_context",
@@ -40,11 +127,15 @@ APP_TOOL_IDS: dict[str, str] = {
     "context.get": "get_entity",
     "context.writePatch": "patch_entity",
     "context.create": "create_entity",
+    "pipeline.run": "run_pipeline",
     "pipeline.validate": "validate_repository",
     "pipeline.build-graph": "dependency_graph",
     "pipeline.impact": "impact_analysis",
     "pipeline.next-id": "next_id",
     "pipeline.generate": "build_context_bundle",
+    "pipeline.build-embeddings": "build_embeddings",
+    "entity.details": "get_entity",
+    "entity.similar": "similar_entities",
 }
 
 WRITE_TOOLS = frozenset({"create_entity", "patch_entity"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import ToolException, tool
@@ -78,10 +78,13 @@ def read_context(
     config: RunnableConfig,
     path: str | None = None,
     entity_id: str | None = None,
+    format: Literal["text", "markdown"] | None = None,
+    encoding: Literal["utf-8", "utf8"] = "utf-8",
 ) -> dict[str, Any]:
     """Read one file of the context repository, by repository-relative path
     (e.g. "contexts/features/FEAT-001-login.yaml" or "docs/architecture.md") or by entity id
-    (e.g. "FEAT-001"). Give exactly one of the two. Returns the path and the file content."""
+    (e.g. "FEAT-001"). Give exactly one of the two. Returns the path, the file's `contents`
+    and its encoding (files are UTF-8 text; `format` is accepted and changes nothing)."""
     max_bytes = service_settings(config).max_file_bytes
     if (path is None) == (entity_id is None):
         raise ToolException("give exactly one of path or entity_id")
@@ -91,10 +94,11 @@ def read_context(
     assert path is not None
     target = confine(root, path, max_bytes=max_bytes)
     try:
-        content = read_text(root, target, max_bytes)
+        contents = read_text(root, target, max_bytes)
     except FileRefused as exc:
         raise ConfinementError(f"{path}: {exc}") from None
-    return {"path": target.relative_to(root.resolve()).as_posix(), "content": content}
+    relative = target.relative_to(root.resolve()).as_posix()
+    return {"path": relative, "contents": contents, "encoding": "utf-8"}
 
 
 @tool
@@ -184,14 +188,30 @@ def dependency_graph(repo_root: RepoRoot, entity_type: str | None = None) -> dic
 
 @tool
 def impact_analysis(
-    repo_root: RepoRoot, entity_id: str, max_depth: Annotated[int, Field(ge=1, le=10)] = 3
+    repo_root: RepoRoot,
+    entity_id: str | None = None,
+    changed_ids: Annotated[list[str] | None, Field(min_length=1, max_length=MAX_RESULTS)] = None,
+    max_depth: Annotated[int, Field(ge=1, le=10)] = 3,
 ) -> dict[str, Any]:
-    """What is affected when an entity changes: the entities that depend on it, directly
-    (depth 1) and through others (up to max_depth), nearest first."""
+    """What is affected when entities change: the entities that depend on them, directly
+    (depth 1) and through others (up to max_depth), nearest first. Give `entity_id` for one
+    entity or `changed_ids` for several."""
+    if (entity_id is None) == (changed_ids is None):
+        raise ToolException("give exactly one of entity_id or changed_ids")
     repo = _repository(repo_root)
-    entity = _entity(repo, entity_id)
-    affected = repo.impact(entity.id, max_depth=max_depth)
-    return {"entity": _summary(entity), "count": len(affected), "affected": affected}
+    changed = [_entity(repo, i) for i in (changed_ids or [entity_id or ""])]
+    seen = {e.id for e in changed}
+    affected = []
+    for entity in changed:
+        for item in repo.impact(entity.id, max_depth=max_depth):
+            if item["id"] not in seen:
+                seen.add(item["id"])
+                affected.append(item)
+    affected.sort(key=lambda item: item["depth"])
+    summary: dict[str, Any] = {"count": len(affected), "affected": affected}
+    if changed_ids is None:
+        return {"entity": _summary(changed[0]), **summary}
+    return {"changed": [_summary(e) for e in changed], **summary}
 
 
 @tool
@@ -202,12 +222,7 @@ def next_id(repo_root: RepoRoot, entity_type: str) -> dict[str, str]:
     return {"entityType": entity_type, "id": repo.next_id(entity_type)}
 
 
-@tool
-def build_context_bundle(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
-    """Assemble everything needed to work on one entity: its fields, every entity it links to
-    or is linked from (with their fields), and its type's JSON schema."""
-    repo = _repository(repo_root)
-    entity = _entity(repo, entity_id)
+def _bundle(repo: Repository, entity: Entity) -> dict[str, Any]:
     relations = repo.relations(entity.id)
     linked = sorted(
         {r["id"] for group in relations.values() for r in group if r["id"] in repo.entities}
@@ -217,6 +232,23 @@ def build_context_bundle(repo_root: RepoRoot, entity_id: str) -> dict[str, Any]:
         "related": [{**_summary(repo.entities[i]), "data": repo.entities[i].data} for i in linked],
         "schema": repo.schemas[entity.type],
     }
+
+
+@tool
+def build_context_bundle(
+    repo_root: RepoRoot,
+    entity_id: str | None = None,
+    ids: Annotated[list[str] | None, Field(min_length=1, max_length=MAX_RESULTS)] = None,
+) -> dict[str, Any]:
+    """Assemble everything needed to work on an entity: its fields, every entity it links to
+    or is linked from (with their fields), and its type's JSON schema. Give `entity_id` for
+    one entity or `ids` for several (then `bundles`, one per id)."""
+    if (entity_id is None) == (ids is None):
+        raise ToolException("give exactly one of entity_id or ids")
+    repo = _repository(repo_root)
+    if ids is None:
+        return _bundle(repo, _entity(repo, entity_id or ""))
+    return {"bundles": [_bundle(repo, _entity(repo, i)) for i in ids]}
 
 
 # --- writing ---------------------------------------------------------------------------------

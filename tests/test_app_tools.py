@@ -1,0 +1,114 @@
+"""The app's tool vocabulary (the contract's table) through `/ai/tools/execute`, with the
+app's parameter names (camelCase) and the result keys it expects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from context_kit_service.repository import load_repository
+from context_kit_service.server import create_app
+from tests.conftest import SAMPLE_REPO
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from context_kit_service.settings import Settings
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path_factory.mktemp("app-tools"),
+        allowed_hosts=["testserver"],
+    )
+    app = create_app(settings, embeddings=DeterministicFakeEmbedding(size=32))
+    with TestClient(app) as client:
+        yield client
+
+
+def run(http: TestClient, tool_id: str, parameters: dict[str, Any] | None = None) -> Any:
+    body = {"toolId": tool_id, "parameters": parameters or {}, "repoPath": str(SAMPLE_REPO)}
+    response = http.post("/ai/tools/execute", json=body)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["metadata"]["toolId"] == tool_id
+    return payload
+
+
+def test_impact_of_several_changed_ids(http: TestClient) -> None:
+    result = run(http, "pipeline.impact", {"changedIds": ["FEAT-001", "SVC-001"]})["result"]
+    repo = load_repository(SAMPLE_REPO)
+    expected = {item["id"] for item in repo.impact("FEAT-001")} | {
+        item["id"] for item in repo.impact("SVC-001")
+    }
+    assert [c["id"] for c in result["changed"]] == ["FEAT-001", "SVC-001"]
+    assert {a["id"] for a in result["affected"]} == expected - {"FEAT-001", "SVC-001"}
+    assert result["count"] == len(result["affected"])
+
+
+def test_generate_bundles_for_ids(http: TestClient) -> None:
+    result = run(http, "pipeline.generate", {"ids": ["T-001", "US-002"]})["result"]
+    assert [b["entity"]["id"] for b in result["bundles"]] == ["T-001", "US-002"]
+    assert result["bundles"][0]["schema"]["title"]
+
+
+def test_entity_details_and_similar(http: TestClient) -> None:
+    details = run(http, "entity.details", {"id": "FEAT-001"})["result"]
+    assert (details["id"], details["type"]) == ("FEAT-001", "feature")
+    assert details["relations"]
+    similar = run(http, "entity.similar", {"entityId": "FEAT-001", "topK": 3})["result"]
+    assert similar["entity"] == "FEAT-001"
+    assert similar["count"] == len(similar["similar"]) == 3
+    assert "FEAT-001" not in [s["entity_id"] for s in similar["similar"]]
+
+
+def test_build_embeddings_reports_counts(http: TestClient) -> None:
+    first = run(http, "pipeline.build-embeddings")["result"]
+    again = run(http, "pipeline.build-embeddings")["result"]
+    assert 0 < first["files"] <= first["chunks"]
+    assert (again["files"], again["chunks"], again["embeddedChunks"]) == (
+        first["files"],
+        first["chunks"],
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "args", "key"),
+    [
+        ("validate", {}, "totals"),
+        ("build-graph", {}, "nodes"),
+        ("impact", {"changedIds": ["T-001"]}, "affected"),
+        ("generate", {"ids": ["T-001"]}, "bundles"),
+        ("build-embeddings", {}, "chunks"),
+    ],
+)
+def test_pipeline_run_forwards_its_args(
+    http: TestClient, pipeline: str, args: dict[str, Any], key: str
+) -> None:
+    result = run(http, "pipeline.run", {"pipeline": pipeline, "args": args})["result"]
+    assert (result["pipeline"], result["status"]) == (pipeline, "succeeded")
+    assert key in result["result"]
+    assert result["artifacts"] == [result["logPath"]]
+    assert json.loads(Path(result["logPath"]).read_text())["result"] == result["result"]
+
+
+def test_a_failing_pipeline_says_failed(http: TestClient) -> None:
+    result = run(http, "pipeline.run", {"pipeline": "impact", "args": {"changedIds": ["NOPE-1"]}})
+    assert (result["result"]["status"], result["result"]["error"]) == (
+        "failed",
+        "no entity with id 'NOPE-1'",
+    )
+
+
+def test_unknown_and_empty_tool_ids(http: TestClient) -> None:
+    unknown = run(http, "context.nope")
+    assert unknown["error"].startswith("unknown tool 'context.nope'; known tools: context.create")
+    assert "entity.similar" in unknown["error"]
+    empty = http.post("/ai/tools/execute", json={"toolId": "", "parameters": {}})
+    assert (empty.status_code, empty.json()["details"][0]["field"]) == (422, "toolId")
