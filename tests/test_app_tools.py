@@ -112,3 +112,95 @@ def test_unknown_and_empty_tool_ids(http: TestClient) -> None:
     assert "entity.similar" in unknown["error"]
     empty = http.post("/ai/tools/execute", json={"toolId": "", "parameters": {}})
     assert (empty.status_code, empty.json()["details"][0]["field"]) == (422, "toolId")
+
+
+TASK = "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, target)
+    return target
+
+
+def _approved(http: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    paused = http.post("/ai/tools/execute", json=body).json()
+    assert paused["metadata"]["status"] == "pending_approval", paused
+    thread = paused["metadata"]["threadId"]
+    approved = {**body, "threadId": thread, "approval": {"approved": True}}
+    return http.post("/ai/tools/execute", json=approved).json()  # type: ignore[no-any-return]
+
+
+def _diff(before: str, after: str) -> str:
+    import difflib
+
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), "a/x", "b/x"
+    )
+    return "".join(lines)
+
+
+def test_write_patch_applies_a_unified_diff_after_approval(http: TestClient, copy: Path) -> None:
+    task = copy / TASK
+    before = task.read_text()
+    after = before.replace("status: todo", "status: doing")
+    body = {
+        "toolId": "context.writePatch",
+        "parameters": {"path": TASK, "patch": _diff(before, after), "summary": "start T-004"},
+        "repoPath": str(copy),
+    }
+    done = _approved(http, body)
+    assert done["result"] == {
+        "path": TASK,
+        "applied": True,
+        "conflicts": [],
+        "summary": "start T-004",
+    }
+    assert task.read_text() == after
+
+
+def test_a_patch_that_does_not_apply_leaves_the_file_untouched(
+    http: TestClient, copy: Path
+) -> None:
+    task = copy / TASK
+    before = task.read_text()
+    stale = _diff(before.replace("status: todo", "status: done"), before)
+    body = {
+        "toolId": "context.writePatch",
+        "parameters": {"path": TASK, "patch": stale},
+        "repoPath": str(copy),
+    }
+    done = _approved(http, body)
+    assert (done["result"]["applied"], len(done["result"]["conflicts"])) == (False, 1)
+    assert done["result"]["conflicts"][0].startswith("hunk 1: ")
+    assert task.read_text() == before
+
+
+def test_a_patch_outside_the_repository_is_refused(http: TestClient, copy: Path) -> None:
+    outside = copy.parent / "outside.txt"
+    outside.write_text("keep\n")
+    body = {
+        "toolId": "context.writePatch",
+        "parameters": {"path": "../outside.txt", "patch": _diff("keep\n", "changed\n")},
+        "repoPath": str(copy),
+    }
+    done = _approved(http, body)
+    assert (done["metadata"]["status"], done["error"]) == (
+        "error",
+        "path may not contain '..'",
+    )
+    assert outside.read_text() == "keep\n"
+
+
+def test_write_patch_keeps_todays_entity_changes(http: TestClient, copy: Path) -> None:
+    body = {
+        "toolId": "context.writePatch",
+        "parameters": {"entityId": "T-004", "changes": {"status": "blocked"}},
+        "repoPath": str(copy),
+    }
+    done = _approved(http, body)
+    assert done["metadata"]["tool"] == "patch_entity"
+    assert "status: blocked" in (copy / TASK).read_text()

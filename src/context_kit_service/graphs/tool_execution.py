@@ -52,7 +52,7 @@ class State(InputState, OutputState):
 async def validate_request(state: State, config: RunnableConfig) -> dict[str, Any]:
     root = resolve_repository(state.repo_path, service_settings(config))
     try:
-        tool = resolve_tool(state.tool_id)
+        tool = resolve_tool(state.tool_id, state.parameters)
         arguments = check_arguments(tool.name, state.parameters)
     except ToolException as exc:
         return {"status": "error", "error": str(exc), "tool": state.tool_id}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import yaml
 from filelock import FileLock, Timeout
 
 from context_kit_service.repository.cache import repositories
@@ -252,3 +253,51 @@ def patch_entity(root: Path, data_dir: Path, entity_id: str, changes: dict[str, 
         finally:
             repositories.forget(root)
     return Saved(Entity(entity.id, entity.type, entity.path, plain), [])
+
+
+@dataclass
+class Patched:
+    """The outcome of a unified diff: applied, or the hunks that do not apply (file untouched)."""
+
+    path: str
+    applied: bool
+    conflicts: list[str]
+
+
+def apply_patch(root: Path, data_dir: Path, target: Path, diff: str, max_bytes: int) -> Patched:
+    """Apply the unified `diff` (one file's: parsed by `whatthepatch`) to `target`, a file
+    inside `root`. Every hunk must apply to the file as it is now; otherwise nothing is written
+    and each conflicting hunk is listed. A YAML file must still parse afterwards."""
+    import whatthepatch
+    from whatthepatch.exceptions import HunkApplyException
+    from whatthepatch.patch import diffobj
+
+    parsed = [d for d in whatthepatch.parse_patch(diff) if d.changes]
+    if len(parsed) != 1:
+        raise WriteRefused(f"the patch must change exactly one file; it changes {len(parsed)}")
+    relative = target.relative_to(root.resolve()).as_posix()
+    with repository_lock(root, data_dir):
+        text = read_text(root, target, max_bytes)
+        changes = parsed[0].changes
+        conflicts = []
+        for hunk in sorted({c.hunk for c in changes}):
+            single = diffobj(parsed[0].header, [c for c in changes if c.hunk == hunk], None)
+            try:
+                whatthepatch.apply_diff(single, text)
+            except HunkApplyException as exc:
+                conflicts.append(f"hunk {hunk}: {exc}")
+        if conflicts:
+            return Patched(relative, False, conflicts)
+        lines = whatthepatch.apply_diff(parsed[0], text)
+        patched = "\n".join(lines) + ("\n" if text.endswith("\n") or not text else "")
+        if target.suffix in (".yaml", ".yml"):
+            try:
+                load_yaml(patched)
+            except (yaml.YAMLError, BoundsExceeded) as exc:
+                problem = str(exc).splitlines()[0]
+                return Patched(relative, False, [f"the patched file is not valid YAML: {problem}"])
+        try:
+            write_atomic(target, patched)
+        finally:
+            repositories.forget(root)
+    return Patched(relative, True, [])

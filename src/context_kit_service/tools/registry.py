@@ -28,6 +28,7 @@ from context_kit_service.tools.repository_tools import (
     read_context,
     search_entities,
     validate_repository,
+    write_patch,
 )
 from context_kit_service.tools.retrieval_tool import (
     build_embeddings,
@@ -117,6 +118,7 @@ APP_TOOLS: list[BaseTool] = [
     similar_entities,
     build_embeddings,
     run_pipeline,
+    write_patch,
 ]
 TOOLS_BY_NAME: dict[str, BaseTool] = {t.name: t for t in APP_TOOLS}
 
@@ -125,7 +127,7 @@ APP_TOOL_IDS: dict[str, str] = {
     "context.search": "search_entities",
     "context.list": "list_entities",
     "context.get": "get_entity",
-    "context.writePatch": "patch_entity",
+    "context.writePatch": "write_patch",
     "context.create": "create_entity",
     "pipeline.run": "run_pipeline",
     "pipeline.validate": "validate_repository",
@@ -138,18 +140,28 @@ APP_TOOL_IDS: dict[str, str] = {
     "entity.similar": "similar_entities",
 }
 
-WRITE_TOOLS = frozenset({"create_entity", "patch_entity"})
+SHARED_IDS: dict[str, tuple[str, ...]] = {"context.writePatch": ("write_patch", "patch_entity")}
+"""App ids that two tools answer: the one whose arguments the request sends (a unified diff's
+`patch`, or an entity's `changes`)."""
+
+WRITE_TOOLS = frozenset({"create_entity", "patch_entity", "write_patch"})
 
 
 def known_tool_ids() -> list[str]:
     return sorted(APP_TOOL_IDS) + sorted(TOOLS_BY_NAME)
 
 
-def resolve_tool(tool_id: str) -> BaseTool:
-    """The tool for an app id (`context.read`) or a tool name (`read_context`)."""
+def resolve_tool(tool_id: str, parameters: dict[str, Any] | None = None) -> BaseTool:
+    """The tool for an app id (`context.read`) or a tool name (`read_context`); for an id two
+    tools answer, the one that takes the given `parameters`."""
     if not tool_id.strip():
         raise ToolException(f"no tool given; known tools: {', '.join(known_tool_ids())}")
     name = APP_TOOL_IDS.get(tool_id, tool_id)
+    for candidate in SHARED_IDS.get(tool_id, ()):
+        fields = set(TOOLS_BY_NAME[candidate].tool_call_schema.model_fields)  # type: ignore[union-attr]
+        if {to_snake(key) for key in parameters or {}} <= fields:
+            name = candidate
+            break
     found = TOOLS_BY_NAME.get(name)
     if found is None:
         raise ToolException(f"unknown tool {tool_id!r}; known tools: {', '.join(known_tool_ids())}")

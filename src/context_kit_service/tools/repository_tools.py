@@ -289,3 +289,30 @@ def patch_entity(
     except writes.WriteRefused as exc:
         raise ToolException(str(exc)) from None
     return {"id": saved.entity.id, "path": saved.entity.path, "entity": saved.entity.data}
+
+
+@tool
+def write_patch(
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    path: str,
+    patch: Annotated[str, Field(min_length=1, max_length=200_000)],
+    summary: str | None = None,
+) -> dict[str, Any]:
+    """Apply a unified diff (`patch`) to one file of the repository (`path`, repository
+    relative). Every hunk must apply; otherwise the file is left untouched and `conflicts`
+    lists the hunks that do not. Needs the user's approval."""
+    data_dir = _write_settings(config)
+    root = Path(repo_root)
+    max_bytes = service_settings(config).max_file_bytes
+    target = confine(root, path, max_bytes=max_bytes)
+    try:
+        patched = writes.apply_patch(root, data_dir, target, patch, max_bytes)
+    except (writes.WriteRefused, FileRefused) as exc:
+        raise ToolException(str(exc)) from None
+    result: dict[str, Any] = {
+        "path": patched.path,
+        "applied": patched.applied,
+        "conflicts": patched.conflicts,
+    }
+    return result | ({"summary": summary} if summary else {})
