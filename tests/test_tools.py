@@ -28,7 +28,7 @@ def test_tool_names_are_valid_function_names_and_app_ids_map_onto_them() -> None
         "context.search": "search_entities",
         "context.list": "list_entities",
         "context.get": "get_entity",
-        "context.writePatch": "patch_entity",
+        "context.writePatch": "write_patch",
         "context.create": "create_entity",
         "pipeline.validate": "validate_repository",
         "pipeline.build-graph": "dependency_graph",
