@@ -204,3 +204,64 @@ def test_write_patch_keeps_todays_entity_changes(http: TestClient, copy: Path) -
     done = _approved(http, body)
     assert done["metadata"]["tool"] == "patch_entity"
     assert "status: blocked" in (copy / TASK).read_text()
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    command = ["git", "-C", str(root), "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def checkout(copy: Path) -> Path:
+    _git(copy, "init", "-q", "-b", "main")
+    _git(copy, "add", "-A")
+    _git(copy, "commit", "-q", "-m", "start")
+    task = copy / TASK
+    task.write_text(task.read_text().replace("status: todo", "status: doing"))
+    (copy / "docs" / "notes.md").write_text("# Notes\n")
+    readme = copy / "README.md"
+    readme.write_text(readme.read_text() + "More.\n")
+    _git(copy, "add", "README.md")
+    return copy
+
+
+def test_git_status_and_diff_on_a_real_checkout(http: TestClient, checkout: Path) -> None:
+    body = {"toolId": "git.status", "parameters": {"includeDiff": True}, "repoPath": str(checkout)}
+    status = http.post("/ai/tools/execute", json=body).json()["result"]
+    assert (status["staged"], status["unstaged"], status["untracked"]) == (
+        ["README.md"],
+        [TASK],
+        ["docs/notes.md"],
+    )
+    assert "+status: doing" in status["diff"]
+    one = {"toolId": "git.diff", "parameters": {"path": TASK}, "repoPath": str(checkout)}
+    diff = http.post("/ai/tools/execute", json=one).json()["result"]
+    assert diff["diff"].startswith(f"diff --git a/{TASK} b/{TASK}")
+    assert "README.md" not in diff["diff"]
+
+
+def test_prepare_pr_drafts_a_branch_after_approval_and_never_pushes(
+    http: TestClient, checkout: Path
+) -> None:
+    body = {
+        "toolId": "git.preparePr",
+        "parameters": {"title": "Start T-004", "description": "Dedup.", "reviewers": ["ada"]},
+        "repoPath": str(checkout),
+    }
+    done = _approved(http, body)["result"]
+    assert done["branch"] == "draft/start-t-004"
+    assert _git(checkout, "branch", "--list", "draft/start-t-004").strip() == "draft/start-t-004"
+    assert _git(checkout, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    assert _git(checkout, "remote").strip() == ""
+    summary = Path(done["summaryPath"]).read_text()
+    assert summary.startswith("# Start T-004\n\nDedup.\n\nReviewers: ada\n")
+    assert f"- {TASK}" in summary
+    assert "git push -u origin draft/start-t-004" in done["instructions"]
+
+
+def test_git_tools_on_a_folder_that_is_no_checkout(http: TestClient, copy: Path) -> None:
+    body = {"toolId": "git.status", "parameters": {}, "repoPath": str(copy)}
+    out = http.post("/ai/tools/execute", json=body).json()
+    assert out["error"] == f"{copy} is not a git checkout (git init it first)"

@@ -39,6 +39,9 @@ def test_tool_names_are_valid_function_names_and_app_ids_map_onto_them() -> None
         "pipeline.build-embeddings": "build_embeddings",
         "entity.details": "get_entity",
         "entity.similar": "similar_entities",
+        "git.status": "git_status",
+        "git.diff": "git_diff",
+        "git.preparePr": "git_prepare_pr",
     }
 
 

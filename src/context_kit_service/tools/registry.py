@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_snake
 
 from context_kit_service.configuration import service_settings
 from context_kit_service.repository.files import data_name
+from context_kit_service.tools.git_tools import git_diff, git_prepare_pr, git_status
 from context_kit_service.tools.repository_tools import (
     RepoRoot,
     build_context_bundle,
@@ -119,6 +120,9 @@ APP_TOOLS: list[BaseTool] = [
     build_embeddings,
     run_pipeline,
     write_patch,
+    git_status,
+    git_diff,
+    git_prepare_pr,
 ]
 TOOLS_BY_NAME: dict[str, BaseTool] = {t.name: t for t in APP_TOOLS}
 
@@ -138,13 +142,16 @@ APP_TOOL_IDS: dict[str, str] = {
     "pipeline.build-embeddings": "build_embeddings",
     "entity.details": "get_entity",
     "entity.similar": "similar_entities",
+    "git.status": "git_status",
+    "git.diff": "git_diff",
+    "git.preparePr": "git_prepare_pr",
 }
 
 SHARED_IDS: dict[str, tuple[str, ...]] = {"context.writePatch": ("write_patch", "patch_entity")}
 """App ids that two tools answer: the one whose arguments the request sends (a unified diff's
 `patch`, or an entity's `changes`)."""
 
-WRITE_TOOLS = frozenset({"create_entity", "patch_entity", "write_patch"})
+WRITE_TOOLS = frozenset({"create_entity", "patch_entity", "write_patch", "git_prepare_pr"})
 
 
 def known_tool_ids() -> list[str]:
