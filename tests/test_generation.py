@@ -408,6 +408,17 @@ def test_a_story_with_no_feature_to_link_to_is_refused_before_the_model(
     assert (response.status_code, response.json()["message"]) == (
         422,
         "a userstory belongs to a feature and the repository has none: create a feature first "
-        "or send linked_feature_id",
+        "or send linkedFeatureId",  # the wire's name for the field
     )
     assert model.prompts == []
+
+
+def test_rest_errors_name_fields_as_the_wire_does(make_settings) -> None:
+    model = replies(GOOD_TASK)
+    with TestClient(create_app(make_settings(repo_path=SAMPLE_REPO), chat_model=model)) as client:
+        body = {"entityType": "task", "userPrompt": "Link me to nothing", "linkedFeatureId": "F-9"}
+        response = client.post("/ai/generate-entity", json=body)
+    assert (response.status_code, response.json()["message"]) == (
+        422,
+        "linkedFeatureId F-9 is not a feature of the repository",
+    )

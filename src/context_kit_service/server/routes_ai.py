@@ -89,7 +89,7 @@ async def generate_entity(body: GenerateEntityRequest, state: StateDep) -> Gener
     check_input_size(state.settings, userPrompt=body.user_prompt)
     output = await run(state, "generation", body.graph_input(), body.configurable())
     if output["status"] == "error":
-        raise ServiceError(422, "INVALID_REQUEST", output["error"])
+        raise ServiceError(422, "INVALID_REQUEST", body.in_wire_names(output["error"]))
     if output["status"] == "invalid":
         details = {"problems": output["problems"], "entity": output["entity"]}
         raise ServiceError(422, "ENTITY_INVALID", output["error"], details=details)

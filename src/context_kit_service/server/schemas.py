@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
 
@@ -26,6 +27,15 @@ class WireModel(BaseModel):
     """camelCase on the wire; snake_case accepted on input; absent optionals are omitted."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    @classmethod
+    def in_wire_names(cls, message: str) -> str:
+        """`message` (a graph's, naming its input fields) with this model's field names as the
+        wire spells them: `linked_feature_id` -> `linkedFeatureId`."""
+        for name, field in cls.model_fields.items():
+            if field.alias and field.alias != name:
+                message = re.sub(rf"\b{name}\b", field.alias, message)
+        return message
 
 
 class DependencyHealth(WireModel):
