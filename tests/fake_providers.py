@@ -97,11 +97,50 @@ AGENT_TASK = {
     "related": {"feature": "FEAT-003"},
 }
 """The entity the generation graph makes of the draft, linked to FEAT-003 in the sample."""
+AGENT_DRAFTS: dict[str, dict[str, Any]] = {
+    "task": AGENT_TASK_DRAFT,
+    "feature": {"title": "Budget export", "status": "proposed"},
+    "userstory": {"asA": "member", "iWant": "to export my budget", "soThat": "I can share it"},
+    "spec": {"title": "Export file format", "type": "data"},
+    "service": {"name": "Export service", "type": "backend"},
+    "package": {"name": "csv-writer", "version": "1.2.0", "type": "npm"},
+    "governance": {
+        "name": "Data policy",
+        "version": "1.0.0",
+        "status": "draft",
+        "ratifiedOn": "2026-01-01",
+        "principles": ["Privacy first"],
+        "governance": {"owners": "core team", "reviewCadence": "quarterly"},
+        "compliance": {"rules": "GDPR"},
+    },
+}
+"""What the `agent` model drafts for each entity type (the schema's title names the type)."""
+
+
+def _draft_type(response_format: dict[str, Any]) -> str:
+    """The entity type a structured-output request is for (its schema's name or title)."""
+    named = response_format.get("json_schema") or {}
+    schema = named.get("schema") or {}
+    for name in (named.get("name"), schema.get("title")):
+        if name in AGENT_DRAFTS:
+            return str(name)
+    return "task"
+
+
 AGENT_TOOL_CALL = {
     "id": "call_1",
     "type": "function",
     "function": {"name": "get_entity", "arguments": json.dumps({"entity_id": "FEAT-001"})},
 }
+AGENT_WRITE_CALL = {
+    "id": "call_w",
+    "type": "function",
+    "function": {
+        "name": "create_entity",
+        "arguments": json.dumps({"entity_type": "task", "fields": AGENT_TASK_DRAFT}),
+    },
+}
+"""What the `agent` model calls for a user turn that starts with "Create"."""
 ENTITY_ID = re.compile(r"\b(?:FEAT|US|SPEC|T|SVC|PKG|CONST)-\d{3}\b")
 
 
@@ -111,9 +150,12 @@ def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
     entity id in the last message (`See [ID].`) or, with none, `No sources.`"""
     messages = body["messages"]
     if body.get("response_format"):
-        return {"role": "assistant", "content": json.dumps(AGENT_TASK_DRAFT)}
+        draft = AGENT_DRAFTS.get(_draft_type(body["response_format"]), AGENT_TASK_DRAFT)
+        return {"role": "assistant", "content": json.dumps(draft)}
     if body.get("tools") and messages[-1]["role"] == "user":
-        return {"role": "assistant", "content": None, "tool_calls": [AGENT_TOOL_CALL]}
+        writes = str(messages[-1].get("content") or "").startswith("Create")
+        call = AGENT_WRITE_CALL if writes else AGENT_TOOL_CALL
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
     if messages[-1]["role"] == "tool":
         return {"role": "assistant", "content": "See [FEAT-001]."}
     found = ENTITY_ID.search(json.dumps(messages[-1]))
