@@ -64,3 +64,7 @@ def test_the_playground_in_chromium(agent_service: AgentService) -> None:
     screenshot.unlink(missing_ok=True)
     run_node_tests("test/playground.test.js", service_env(agent_service))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_typescript_declarations_match_the_service(agent_service: AgentService) -> None:
+    run_node_tests("test/types.test.js", service_env(agent_service))

@@ -2,7 +2,7 @@
 //
 //   const sidecar = new Sidecar({ repoPath });
 //   await sidecar.start();
-//   const answer = await sidecar.graph("rag").invoke({ question: "How do passkeys work?" });
+//   const { answer } = await sidecar.graph("rag").invoke({ query: "How do passkeys work?" });
 //   await sidecar.stop();
 
 import { spawn } from "node:child_process";
