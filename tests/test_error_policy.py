@@ -284,3 +284,24 @@ def test_a_graph_cannot_resume_another_graphs_paused_thread(http: TestClient) ->
         "/ai/tools/execute", json={**create, "approval": {"approved": False}}
     ).json()
     assert rejected["metadata"]["status"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"content": "no type"},
+        {"type": "chat", "role": "x", "content": "hi"},
+        {"type": "function", "name": "f", "content": "hi"},
+        {"type": "ai", "content": "", "tool_calls": [{"bad": 1}]},
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["invoke", "stream", "stream_events", "batch"])
+def test_messages_the_assistant_cannot_take_are_a_422(
+    http: TestClient, message: dict[str, Any], endpoint: str
+) -> None:
+    turn = {"messages": [message]}
+    body = {"inputs": [turn]} if endpoint == "batch" else {"input": turn}
+    response = http.post(f"/graphs/assistant/{endpoint}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "VALIDATION_ERROR"
+    assert "messages[0]" in response.text

@@ -53,18 +53,17 @@ MESSAGE_TYPES = ("human", "ai", "system", "tool")
 
 
 def check_messages(value: Any) -> Any:
-    """Refuse, as a validation error, message shapes the assistant cannot take (`chat` and
-    `function` messages, malformed tool calls): LangChain's message constructors raise
-    TypeError on some of them, which would be a server error."""
+    """Refuse, as a validation error, message shapes the assistant cannot take (no `type`,
+    `chat` and `function` messages, malformed tool calls): LangChain's message constructors
+    and its type discriminator raise TypeError on some of them, which would be a server
+    error."""
     if not isinstance(value, list):
         return value
     for index, item in enumerate(value):
         if isinstance(item, BaseMessage) or not isinstance(item, dict):
             continue
         kind = item.get("type")
-        if kind is None:
-            continue  # pydantic's own validation names the missing type
-        if kind not in MESSAGE_TYPES:
+        if kind not in MESSAGE_TYPES:  # a missing type too: LangChain's check raises TypeError
             raise ValueError(f"messages[{index}]: type must be one of {', '.join(MESSAGE_TYPES)}")
         try:
             messages_from_dict([{"type": kind, "data": item}])
