@@ -224,3 +224,15 @@ def test_request_config_cannot_point_the_server_elsewhere(make_settings) -> None
 def test_the_local_provider_ignores_an_endpoint(make_settings) -> None:
     spec = request_chat_spec(make_settings(), provider="local", endpoint="http://x")
     assert (spec.provider, spec.base_url) == ("local", None)
+
+
+def test_a_request_cannot_make_the_local_provider_load_another_file(make_settings) -> None:
+    with pytest.raises(ProviderError) as raised:
+        request_chat_spec(make_settings(), provider="local", model="/etc/passwd")
+    assert (raised.value.code, raised.value.status, raised.value.message) == (
+        "INVALID_CONFIG",
+        422,
+        "the local provider serves only its configured model (CKS_MODEL); leave config.model out",
+    )
+    configured = make_settings(provider="local", model="/models/mine.gguf")
+    assert request_chat_spec(configured, model="/models/mine.gguf").model == "/models/mine.gguf"

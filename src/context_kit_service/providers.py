@@ -94,7 +94,8 @@ def request_chat_spec(
     """Map the app's per-request provider `config` onto a spec, within what settings allow.
 
     `endpoint` must pass the endpoint policy (`endpoints.check_endpoint`); the local provider
-    has no endpoint, so it is ignored there.
+    has no endpoint, so it is ignored there, and it serves only the configured model file (a
+    request may not make the service load another file).
     """
     if max_tokens is not None and not 1 <= max_tokens <= settings.max_tokens_limit:
         raise ProviderError(
@@ -106,6 +107,14 @@ def request_chat_spec(
         raise ProviderError("INVALID_CONFIG", "temperature must be between 0 and 2", status=422)
     if (provider or settings.provider) == "local":
         endpoint = None
+        configured = settings.model if settings.provider == "local" else None
+        if model is not None and model != configured:
+            raise ProviderError(
+                "INVALID_CONFIG",
+                "the local provider serves only its configured model (CKS_MODEL); "
+                "leave config.model out",
+                status=422,
+            )
     elif endpoint is not None:
         endpoint = endpoint.rstrip("/")
         check_endpoint(endpoint, settings)
