@@ -65,6 +65,8 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
             AUTH_TOKEN=TOKEN,
             REPO_PATH=str(repo),
             REQUEST_TIMEOUT_S="120",
+            # A request that picks Ollama without an endpoint reaches the fake server too.
+            OLLAMA_URL=fake_url,
             # A request may pick the embedded model: keep its answers short.
             MAX_TOKENS="16",
             MAX_TOKENS_LIMIT="32",

@@ -173,7 +173,12 @@ def test_switching_provider_per_request_drops_the_configured_credentials(make_se
         provider="openai", base_url="https://api.example/v1", api_key="sk-x", model="gpt"
     )
     spec = chat_spec(settings, provider="ollama")
-    assert (spec.provider, spec.base_url, spec.api_key, spec.model) == ("ollama", None, None, None)
+    assert (spec.provider, spec.base_url, spec.api_key, spec.model) == (
+        "ollama",
+        "http://127.0.0.1:11434",  # CKS_OLLAMA_URL, not the configured provider's endpoint
+        None,
+        None,
+    )
     assert "sk-x" not in repr(chat_spec(settings))
 
 

@@ -4,7 +4,7 @@ The desktop app sends the user's own endpoint with every request, so the service
 it; nobody else may make the service reach an address the user did not choose (a cloud
 metadata service, a router's admin page, another machine on the network). Allowed:
 
-- the configured endpoint (CKS_BASE_URL) of the configured provider;
+- the configured endpoints (CKS_BASE_URL, CKS_OLLAMA_URL);
 - loopback hosts (`localhost`, 127.0.0.0/8, ::1) over http or https: a model server on the
   user's own machine, like Ollama at `http://localhost:11434`;
 - public hosts over https (`https://<resource>.openai.azure.com`, `https://<name>.azure-api.net`);
@@ -64,10 +64,10 @@ def _address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
 
 
 def _trusted(endpoint: str, settings: Settings) -> bool:
-    """The configured endpoint, or any when the policy is off (a token, or the setting)."""
+    """A configured endpoint, or any when the policy is off (a token, or the setting)."""
     if settings.allow_client_endpoints or settings.auth_token is not None:
         return True
-    return endpoint == (settings.base_url or "").rstrip("/")
+    return endpoint in {(settings.base_url or "").rstrip("/"), settings.ollama_url.rstrip("/")}
 
 
 def _host(endpoint: str) -> str:

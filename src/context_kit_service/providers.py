@@ -28,7 +28,6 @@ DEFAULT_EMBEDDING_MODELS: dict[str, str] = {
     "ollama": "nomic-embed-text",
     "openai": "text-embedding-3-small",
 }
-DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,10 @@ def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
     if "provider" in changes and changes["provider"] != settings.provider:
         # Another provider than the configured one: do not leak its endpoint, key or model.
         spec = replace(spec, model=None, base_url=None, api_key=None)
-    return replace(spec, **changes)
+    spec = replace(spec, **changes)
+    if spec.provider == "ollama" and spec.base_url is None:
+        spec = replace(spec, base_url=settings.ollama_url.rstrip("/"))
+    return spec
 
 
 def request_chat_spec(
@@ -132,10 +134,13 @@ def request_chat_spec(
 
 def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
     same_provider = settings.embeddings_provider == settings.provider
+    base_url = settings.base_url if same_provider else None
+    if settings.embeddings_provider == "ollama" and base_url is None:
+        base_url = settings.ollama_url.rstrip("/")
     return EmbeddingsSpec(
         provider=settings.embeddings_provider,
         model=settings.embeddings_model,
-        base_url=settings.base_url if same_provider else None,
+        base_url=base_url,
         api_key=settings.api_key.get_secret_value() if settings.api_key and same_provider else None,
         api_version=settings.api_version,
         timeout_s=settings.provider_timeout_s,
@@ -168,7 +173,7 @@ def _ollama_chat(spec: ChatModelSpec) -> BaseChatModel:
 
     return ChatOllama(
         model=spec.model or DEFAULT_MODELS["ollama"],
-        base_url=spec.base_url or DEFAULT_OLLAMA_URL,
+        base_url=spec.base_url,
         temperature=spec.temperature,
         num_predict=spec.max_tokens,
         client_kwargs={"timeout": spec.timeout_s},
@@ -242,7 +247,7 @@ def _ollama_embeddings(spec: EmbeddingsSpec) -> Embeddings:
 
     return OllamaEmbeddings(
         model=spec.model or DEFAULT_EMBEDDING_MODELS["ollama"],
-        base_url=spec.base_url or DEFAULT_OLLAMA_URL,
+        base_url=spec.base_url,
         client_kwargs={"timeout": spec.timeout_s},
     )
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         description="Model name (Ollama/OpenAI), deployment (Azure) or GGUF path (local). "
         "Empty means the provider's default; for `local` the packaged Gemma 3 270M GGUF.",
     )
+    ollama_url: str = Field(
+        "http://127.0.0.1:11434",
+        description="Where Ollama answers when a request picks it without `config.endpoint`.",
+    )
     base_url: str | None = Field(
         None,
         description="Provider endpoint: Ollama URL, OpenAI-compatible base URL, Azure endpoint.",
