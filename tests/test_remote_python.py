@@ -84,7 +84,8 @@ def check_rag(output: dict[str, Any], completion_tokens: int) -> None:
 
 
 def check_task(output: dict[str, Any], completion_tokens: int = 4) -> None:
-    assert without(output, "duration_ms", "thread_id", "yaml") == {
+    assert output["repository"] == str(SAMPLE_REPO)  # the service's repository was used
+    assert without(output, "duration_ms", "thread_id", "yaml", "repository") == {
         "status": "completed",
         "entity": AGENT_TASK,
         "valid": True,
@@ -96,6 +97,8 @@ def check_task(output: dict[str, Any], completion_tokens: int = 4) -> None:
         "completion_tokens": completion_tokens,
         "model": "agent",
         "provider": "openai",
+        "linked_feature": "FEAT-003",
+        "linked_by": "request",
         "approval_request": None,
     }
 
@@ -251,7 +254,7 @@ OUTPUT_FIELDS = {
     "/graphs/generate": {
         "status", "entity", "yaml", "valid", "problems", "error", "attempts", "saved_path",
         "prompt_tokens", "completion_tokens", "duration_ms", "model", "provider",
-        "approval_request", "thread_id",
+        "repository", "linked_feature", "linked_by", "approval_request", "thread_id",
     },
     "/graphs/assistant": {"answer", "transcript", "approval_request"},
 }  # fmt: skip

@@ -152,16 +152,18 @@ test("generation: invoke, batch, stream and streamEvents", async () => {
     completion_tokens: completionTokens,
     model: "agent",
     provider: "openai",
+    linked_feature: "FEAT-003",
+    linked_by: "request",
     approval_request: null,
   });
 
-  assert.deepEqual(without(await generate.invoke(input), "duration_ms", "thread_id"), expected(4));
+  assert.deepEqual(without(await generate.invoke(input), "duration_ms", "thread_id", "repository"), expected(4));
   const batch = await generate.batch([input, input]);
-  assert.deepEqual(batch.map((o) => without(o, "duration_ms", "thread_id")), [expected(4), expected(4)]);
+  assert.deepEqual(batch.map((o) => without(o, "duration_ms", "thread_id", "repository")), [expected(4), expected(4)]);
   const chunks = await collect(await generate.stream(input));
-  assert.deepEqual(chunks.map((c) => without(c, "duration_ms", "thread_id")), [expected(4)]);
+  assert.deepEqual(chunks.map((c) => without(c, "duration_ms", "thread_id", "repository")), [expected(4)]);
   const events = await streamEvents(generate, input);
-  assert.deepEqual(without(events.at(-1).data.output, "duration_ms", "thread_id"), expected(13));
+  assert.deepEqual(without(events.at(-1).data.output, "duration_ms", "thread_id", "repository"), expected(13));
 });
 
 test("assistant: invoke, batch, stream and streamEvents, tool calls as plain data", async () => {
