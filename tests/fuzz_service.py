@@ -11,6 +11,7 @@ documented schema or content type, and any undocumented status code.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ LOG = RESULTS / "fuzz-service.log"
 """The service's own log of the last run (JSON lines), kept for reading after a failure."""
 JUNIT = RESULTS / "fuzz-junit.xml"
 """Schemathesis's report of the last run: each failing operation with its check and request."""
+EVENTS = RESULTS / "fuzz-events.ndjson"
+"""Every event of the last run (a scenario Hypothesis found flaky is reported as failed with
+no check in the summary; its events are here)."""
 HYPOTHESIS_CI_VARIABLES = ("CI", "TF_BUILD", "GITLAB_CI")
 """What `hypothesis._settings.is_in_ci` looks for."""
 CHECKS = ",".join(
@@ -95,9 +99,11 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
                 "--suppress-health-check",
                 "filter_too_much,too_slow",
                 "--report",
-                "junit",
+                "junit,ndjson",
                 "--report-junit-path",
                 str(JUNIT),
+                "--report-ndjson-path",
+                str(EVENTS),
                 *extra,
             ]
             return subprocess.run(command, env=_outside_ci(os.environ), check=False).returncode
@@ -106,17 +112,24 @@ def fuzz(examples: int, seed: int, extra: list[str]) -> int:
 
 
 def failures() -> str:
-    """The failures of the last run's report, as text (for an assertion message)."""
-    import xml.etree.ElementTree as ElementTree
-
-    if not JUNIT.exists():
-        return "no report"
+    """What failed in the last run (from its event log), as text for an assertion message: each
+    failed scenario with its failing checks, also those Hypothesis found flaky."""
+    if not EVENTS.exists():
+        return "no event log"
     found = []
-    for case in ElementTree.parse(JUNIT).iter("testcase"):
-        for problem in [*case.iter("failure"), *case.iter("error")]:
-            text = (problem.get("message") or "") + "\n" + (problem.text or "")
-            found.append(f"{case.get('name')}: {text.strip()[:2000]}")
-    return "\n\n".join(found) or "none in the report"
+    for line in EVENTS.read_text(encoding="utf-8").splitlines():
+        finished = json.loads(line).get("ScenarioFinished")
+        if not finished or finished["status"] not in ("failure", "error"):
+            continue
+        recorder = finished["recorder"]
+        checks = [
+            f"{check.get('name')}: {str(check.get('failure_info') or check)[:1500]}"
+            for group in (recorder.get("checks") or {}).values()
+            for check in group
+            if check.get("status") == "failure"
+        ]
+        found.append(f"{recorder['label']} ({finished['status']}): " + "; ".join(checks))
+    return "\n\n".join(found) or "none in the event log"
 
 
 def main() -> None:
