@@ -96,7 +96,7 @@ async def raw_stream(url: str, delay: float) -> list[tuple[float, float]]:
     reader, writer = await asyncio.open_connection(host, int(port))
     body = b'{"question": "go"}'
     writer.write(
-        b"POST /ai/assist/stream HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"POST /ai/assist/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
     )
     await writer.drain()
