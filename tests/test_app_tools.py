@@ -265,3 +265,13 @@ def test_git_tools_on_a_folder_that_is_no_checkout(http: TestClient, copy: Path)
     body = {"toolId": "git.status", "parameters": {}, "repoPath": str(copy)}
     out = http.post("/ai/tools/execute", json=body).json()
     assert out["error"] == f"{copy} is not a git checkout (git init it first)"
+
+
+def test_a_hostile_git_config_runs_nothing(http: TestClient, checkout: Path) -> None:
+    marker = checkout.parent / "ran"
+    _git(checkout, "config", "core.fsmonitor", f"touch {marker}; false")
+    _git(checkout, "config", "core.hooksPath", str(checkout / "hooks"))
+    body = {"toolId": "git.status", "parameters": {}, "repoPath": str(checkout)}
+    status = http.post("/ai/tools/execute", json=body).json()["result"]
+    assert status["unstaged"] == [TASK]
+    assert not marker.exists()

@@ -19,6 +19,16 @@ from context_kit_service.repository.files import data_name
 from context_kit_service.tools.repository_tools import RepoRoot
 
 GIT_TIMEOUT_S = 20
+SAFE_CONFIG = (
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.pager=cat",
+)
+"""What a repository's own `.git/config` may not make git run here (its fsmonitor command,
+hooks, a pager): the repository is input, not code."""
 MAX_DIFF_CHARS = 200_000
 
 
@@ -27,7 +37,7 @@ def git(root: Path, *args: str) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
     try:
         done = subprocess.run(
-            ["git", "-C", str(root), *args],
+            ["git", *SAFE_CONFIG, "-C", str(root), *args],
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,
