@@ -63,16 +63,26 @@ ARGUMENT_ALIASES = {"id": "entity_id", "top_k": "limit", "k": "limit", "args": "
 """Names the app uses for an argument the tool calls otherwise."""
 
 
+def _argument_names(tool: BaseTool) -> set[str]:
+    return set(tool.tool_call_schema.model_fields)  # type: ignore[union-attr]
+
+
+def _by_tool_names(parameters: dict[str, Any], expected: set[str]) -> dict[str, Any]:
+    """`parameters` under the tool's own argument names: camelCase and the app's aliases."""
+    named = {}
+    for key, value in parameters.items():
+        name = key if key in expected else to_snake(key)
+        named[name if name in expected else ARGUMENT_ALIASES.get(name, name)] = value
+    return named
+
+
 def check_arguments(tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """`parameters` validated against the tool's schema, under the tool's own names (camelCase
     and a few of the app's names accepted); raises ToolException naming the argument."""
     chosen = resolve_tool(tool_name)
     schema = chosen.tool_call_schema
-    expected = set(schema.model_fields)  # type: ignore[union-attr]
-    named = {}
-    for key, value in parameters.items():
-        name = key if key in expected else to_snake(key)
-        named[name if name in expected else ARGUMENT_ALIASES.get(name, name)] = value
+    expected = _argument_names(chosen)
+    named = _by_tool_names(parameters, expected)
     unknown = sorted(set(named) - expected)
     if unknown:
         raise ToolException(
@@ -165,8 +175,8 @@ def resolve_tool(tool_id: str, parameters: dict[str, Any] | None = None) -> Base
         raise ToolException(f"no tool given; known tools: {', '.join(known_tool_ids())}")
     name = APP_TOOL_IDS.get(tool_id, tool_id)
     for candidate in SHARED_IDS.get(tool_id, ()):
-        fields = set(TOOLS_BY_NAME[candidate].tool_call_schema.model_fields)  # type: ignore[union-attr]
-        if {to_snake(key) for key in parameters or {}} <= fields:
+        expected = _argument_names(TOOLS_BY_NAME[candidate])
+        if set(_by_tool_names(parameters or {}, expected)) <= expected:
             name = candidate
             break
     found = TOOLS_BY_NAME.get(name)
