@@ -74,10 +74,11 @@ def _host(endpoint: str) -> str:
     return (urlsplit(endpoint).hostname or "").lower().rstrip(".")
 
 
-def check_endpoint(endpoint: str, settings: Settings) -> None:
-    """Refuse `endpoint` unless the policy allows it, from the URL alone (no lookup)."""
+def check_endpoint(endpoint: str, settings: Settings) -> str | None:
+    """Refuse `endpoint` unless the policy allows it, from the URL alone (no lookup). Returns
+    the host name whose addresses are still to be checked (None: nothing to look up)."""
     if _trusted(endpoint, settings):
-        return
+        return None
     parts = urlsplit(endpoint)
     host = _host(endpoint)
     if parts.scheme not in ("http", "https") or not host:
@@ -85,10 +86,10 @@ def check_endpoint(endpoint: str, settings: Settings) -> None:
     if parts.username is not None or parts.password is not None:
         raise refused(endpoint, "it carries credentials")
     if host in {h.lower() for h in settings.endpoint_hosts}:
-        return
+        return None
     address = _address(host)
     if host in LOOPBACK_NAMES or (address is not None and address.is_loopback):
-        return
+        return None
     problem = _address_problem(address) if address is not None else None
     if problem is not None:
         raise refused(endpoint, f"{host} is {problem}")
@@ -96,6 +97,7 @@ def check_endpoint(endpoint: str, settings: Settings) -> None:
         raise refused(endpoint, f"{host} is a local-network name")
     if parts.scheme != "https":
         raise refused(endpoint, "plain http is only for loopback hosts")
+    return host if address is None else None
 
 
 async def _resolve(host: str) -> list[str]:
@@ -113,12 +115,8 @@ async def check_resolved(
     """`check_endpoint`, and then the addresses the host's name resolves to: a public-looking
     name that points at a private or metadata address is refused too. A name that does not
     resolve is left to fail when the provider is called."""
-    check_endpoint(endpoint, settings)
-    host = _host(endpoint)
-    listed = {h.lower() for h in settings.endpoint_hosts}
-    if _trusted(endpoint, settings) or host in LOOPBACK_NAMES | listed:
-        return
-    if _address(host) is not None:
+    host = check_endpoint(endpoint, settings)
+    if host is None:
         return
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_S):
