@@ -57,9 +57,10 @@ async def _last_event(
     metadata = {
         "totalTokens": int(usage.get("output_tokens", tokens)),
         "durationMs": round((time.perf_counter() - started) * 1000, 3),
-        "model": snapshot.values.get("model") or None,
         "threadId": config["configurable"]["thread_id"],
     }
+    if snapshot.values.get("model"):  # an optional field is left out, never null
+        metadata["model"] = snapshot.values["model"]
     if not snapshot.interrupts:
         return sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
     request = snapshot.interrupts[0].value
