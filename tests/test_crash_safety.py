@@ -13,7 +13,10 @@ from pathlib import Path
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from context_kit_service.repository.synthetic import generate_repository
+from context_kit_service.retrieval import generations
 from context_kit_service.retrieval.index import index_directory
+from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
+from context_kit_service.retrieval.lexical import LexicalIndex
 from context_kit_service.retrieval.store import FaissStore
 from tests.conftest import REPO_ROOT
 from tests.crash_writer import SIZES
@@ -58,7 +61,7 @@ def test_killing_the_index_command_keeps_the_previous_index(tmp_path: Path) -> N
     summary, location = first.stdout.splitlines()
     assert files == 304
     assert summary.startswith(
-        f"indexed {repo}: 304 files, 304 chunks; re-embedded 304 chunks from 304 changed files, "
+        f"indexed {repo}: 304 files, 654 chunks; re-embedded 654 chunks from 304 changed files, "
         "removed 0 files; "
     )
     assert location == f"index: {index_directory(tmp_path / 'data', repo)}"
@@ -81,3 +84,43 @@ def test_killing_the_index_command_keeps_the_previous_index(tmp_path: Path) -> N
     assert after[1]["files"] == old_files or all(
         after[1]["files"][p] != h for p, h in old_files.items() if p.startswith("contexts/tasks/")
     )
+
+
+def test_sigkill_during_index_syncs_leaves_a_consistent_pair(tmp_path: Path) -> None:
+    """Kills land while the lexical database is being written too (its staging copy is
+    left behind); whatever the moment, the current generation's FAISS chunks and FTS5 rows
+    are the same set and match the manifest's files."""
+    repo, data = tmp_path / "repo", tmp_path / "data"
+    generate_repository(repo, 400)
+    rng = random.Random(7)
+    interrupted_lexical = 0
+    for attempt in range(20):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash_indexer", str(repo), str(data)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.05, 1.5))
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        directory = index_directory(data, repo)
+        interrupted_lexical += any(
+            (staged / LEXICAL_FILE).exists() for staged in directory.glob(".gen-*.tmp")
+        )
+        found = generations.current(directory)
+        assert found is not None, f"attempt {attempt}: no current generation"
+        folder, manifest = found
+        store = FaissStore.read(folder, manifest, DeterministicFakeEmbedding(size=16))
+        assert store is not None, f"attempt {attempt}: the dense index did not load"
+        passages = {i for i, d in store.docs.items() if not d.metadata.get("view")}
+        lexical = LexicalIndex(folder / LEXICAL_FILE)
+        try:
+            assert lexical.ids() == passages, f"attempt {attempt}: the pair differs"
+        finally:
+            lexical.close()
+        assert {d.metadata["filePath"] for d in store.docs.values()} == set(manifest["files"])
+        assert store.index.ntotal == len(store.docs)
+    assert interrupted_lexical >= 1  # some kills landed inside a lexical update

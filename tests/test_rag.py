@@ -46,18 +46,23 @@ def test_answer_with_sources_and_timings(rag_client: tuple[TestClient, ScriptedM
     assert response.status_code == 200
     assert_contract(body, RAG_QUERY_RESPONSE)
     assert body["answer"] == "Recovery links expire after 15 minutes [T-002] [US-002] [FEAT-999]."
-    assert [s["entityId"] for s in body["sources"]] == ["T-002", "US-002", "FEAT-001"]
-    assert (
-        body["sources"][0]["filePath"] == "contexts/tasks/T-002-build-the-e-mail-recovery-flow.yaml"
+    assert [s["entityId"] for s in body["sources"]] == ["US-002", "T-002", "FEAT-001"]
+    assert body["sources"][0]["filePath"] == (
+        "contexts/userstories/US-002-to-recover-my-account-through-my-verified-e-mail.yaml"
     )
-    assert body["sources"][0]["excerpt"].startswith("task T-002: Build the e-mail recovery flow")
+    assert body["sources"][0]["excerpt"].startswith(
+        "userstory US-002: to recover my account through my verified e-mail"
+    )
+    assert body["sources"][0]["supporting"] == []
     metadata = body["metadata"]
     assert set(metadata) == {"retrievalTimeMs", "generationTimeMs", "totalSources", "topK", "model"}
     assert (metadata["totalSources"], metadata["topK"]) == (3, 3)
     assert metadata["retrievalTimeMs"] > 0
     assert metadata["generationTimeMs"] > 0
     prompt = model.prompts[0][-1].content
-    assert prompt.startswith("Passages:\n[T-002] (task) Build the e-mail recovery flow\n")
+    assert prompt.startswith(
+        "Passages:\n[US-002] (userstory) to recover my account through my verified e-mail\n"
+    )
     assert prompt.endswith("Question: How long is a recovery link valid?")
 
 

@@ -10,7 +10,8 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from context_kit_service.retrieval.store import FaissStore, read_current
+from context_kit_service.retrieval.generations import read_current
+from context_kit_service.retrieval.store import FaissStore
 
 EMBEDDING = DeterministicFakeEmbedding(size=32)
 
@@ -83,7 +84,7 @@ def test_save_and_load_round_trip_without_pickle(tmp_path: Path) -> None:
     assert json.loads((folder / "manifest.json").read_text()) == {
         "embeddingModel": "fake:32",
         "files": {"a.yaml": "h"},
-        "formatVersion": 1,
+        "formatVersion": 2,
         "dimension": 32,
         "chunkCount": 2,
         "indexType": "flat",

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["local", "ollama", "openai", "azure-openai"]
 EmbeddingsProviderName = Literal["local", "ollama", "openai", "azure-openai"]
+RetrievalMode = Literal["hybrid", "dense"]
 
 ENV_PREFIX = "CKS_"
 MIN_TOKEN_CHARS = 16
@@ -91,10 +92,16 @@ class Settings(BaseSettings):
         1_000_000, gt=0, description="Largest repository file a tool may read, in bytes."
     )
     min_relevance: float = Field(
-        0.25,
+        0.22,
         ge=0.0,
         le=1.0,
-        description="Retrieved passages below this cosine similarity count as not relevant.",
+        description="The least cosine similarity a passage needs to count as a dense match "
+        "(lexical matches need a query word that is not a stopword).",
+    )
+    retrieval: RetrievalMode = Field(
+        "hybrid",
+        description="`hybrid`: dense and lexical search fused by reciprocal rank; `dense`: "
+        "vector search only (for comparison).",
     )
     database_url: str | None = Field(
         None, description="PostgreSQL URL for the conversation checkpointer (SQLite if empty)."

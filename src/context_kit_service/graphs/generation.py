@@ -224,10 +224,19 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
     def load_and_search() -> tuple[Repository, list[Source], list[Source]]:
         signature = repository_signature(root)  # one scan serves both the model and the index
         repo = repositories.get(root, signature)
-        options: dict[str, Any] = {"min_score": 0.0, "embeddings": embeddings}
-        found = search(settings, root, state.user_prompt, top_k=12, signature=signature, **options)
+        found = search(
+            settings, root, state.user_prompt, top_k=12, signature=signature, embeddings=embeddings
+        )
         features = (
-            search(settings, root, state.user_prompt, top_k=1, entity_types=["feature"], **options)
+            search(
+                settings,
+                root,
+                state.user_prompt,
+                top_k=1,
+                entity_types=["feature"],
+                min_score=0.0,
+                embeddings=embeddings,
+            )
             if not state.linked_feature_id and must_link(repo, state.entity_type)
             else []
         )
@@ -244,11 +253,8 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
         objective = feature.data.get("objective", "")
         lines.append(f"[{feature.id}] (feature, linked) {feature.title}. {objective}".strip())
     schema = draft_schema(repo.schemas[state.entity_type], state.entity_type)
-    relevant = [h for h in hits if h.relevance_score >= settings.min_relevance]
     lines += [
-        f"[{h.entity_id}] ({h.entity_type}) {h.title}"
-        for h in relevant[:4]
-        if h.entity_id != linked
+        f"[{h.entity_id}] ({h.entity_type}) {h.title}" for h in hits[:4] if h.entity_id != linked
     ]
     same_type = [h.entity_id for h in hits if h.entity_type == state.entity_type]
     if not same_type:

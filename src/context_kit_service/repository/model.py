@@ -20,6 +20,7 @@ import yaml
 if TYPE_CHECKING:
     from jsonschema import Draft7Validator
 
+from context_kit_service.repository.derived import IGNORE_FILES, GeneratedRules, named_ids
 from context_kit_service.repository.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_text
 from context_kit_service.repository.types import (
     ENTITY_TYPES,
@@ -67,6 +68,14 @@ class Document:
     path: str
     title: str
     text: str
+    names: tuple[str, ...] = ()
+    """Entity ids the document names (file name, front matter, first heading): see `derived`."""
+    generated: bool = False
+    """Under a generated folder or matched by `.contextignore`/`.gitignore`."""
+
+    @property
+    def derived(self) -> bool:
+        return self.generated or bool(self.names)
 
 
 @dataclass(frozen=True)
@@ -416,6 +425,8 @@ def repository_signature(root: Path) -> Signature:
         for name in sorted(names):
             if name.endswith(DOCUMENT_SUFFIXES):
                 add(os.path.join(directory, name))
+    for name in IGNORE_FILES:
+        add(os.path.join(base, name))
     schema_dir = os.path.join(base, SCHEMAS_DIR)
     if os.path.isdir(schema_dir):
         for name in sorted(os.listdir(schema_dir)):
@@ -465,12 +476,35 @@ def load_repository(root: Path | str, max_file_bytes: int = DEFAULT_MAX_FILE_BYT
             )
             continue
         entities[entity_id] = Entity(entity_id, kind.name, relative, data)
+    rules = _generated_rules(root, problems, max_file_bytes)
     documents = []
     for path in _document_files(root):
+        relative = _relative(root, path)
         try:
             text = read_text(root, path, max_file_bytes)
         except FileRefused as exc:
-            problems.append(Problem(_relative(root, path), f"file not read: {exc}"))
+            problems.append(Problem(relative, f"file not read: {exc}"))
             continue
-        documents.append(Document(_relative(root, path), _markdown_title(path, text), text))
+        documents.append(
+            Document(
+                relative,
+                _markdown_title(path, text),
+                text,
+                named_ids(relative, text),
+                rules.generated(relative),
+            )
+        )
     return Repository(root, entities, documents, problems, schemas, sources)
+
+
+def _generated_rules(root: Path, problems: list[Problem], max_bytes: int) -> GeneratedRules:
+    texts = []
+    for name in IGNORE_FILES:
+        path = root / name
+        if not os.path.lexists(path):
+            continue
+        try:
+            texts.append(read_text(root, path, max_bytes))
+        except FileRefused as exc:
+            problems.append(Problem(name, f"file not read: {exc}"))
+    return GeneratedRules.from_texts(texts)

@@ -2,22 +2,28 @@
 
 Each entity becomes one readable text (its id, type, title and fields); fields too long for
 one chunk are split with langchain-text-splitters, and every chunk keeps its entity's
-`entityId`, `entityType`, `filePath` and `title`.
+`entityId`, `entityType`, `filePath` and `title`. A chunk of a derived document (see
+`repository.derived`) also says which entity ids it restates (`restates`), so retrieval can
+count it toward them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
+from context_kit_service.repository.derived import mentioned_ids, split_front_matter
 from context_kit_service.repository.model import Document as MarkdownDocument
 from context_kit_service.repository.model import Entity, Repository
 
 CHUNK_CHARS = 1000
 CHUNK_OVERLAP = 120
+VIEW_MIN_CHARS = 12
+VIEW_MIN_WORDS = 4
 
 _splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_CHARS, chunk_overlap=CHUNK_OVERLAP)
 _markdown = MarkdownHeaderTextSplitter(
@@ -57,7 +63,14 @@ def entity_text(entity: Entity) -> str:
 
 
 def _metadata(
-    entity_id: str, entity_type: str, path: str, title: str, index: int
+    entity_id: str,
+    entity_type: str,
+    path: str,
+    title: str,
+    index: int,
+    *,
+    derived: bool = False,
+    restates: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     return {
         "entityId": entity_id,
@@ -65,6 +78,8 @@ def _metadata(
         "filePath": path,
         "title": title,
         "chunk": index,
+        "derived": derived,
+        "restates": list(restates),
     }
 
 
@@ -81,23 +96,78 @@ def entity_chunks(entity: Entity) -> list[Document]:
     ]
 
 
+def _restated(document: MarkdownDocument, headers: dict[str, Any]) -> tuple[str, ...]:
+    """The ids a section of a derived document restates: those its own heading names, else
+    those the document names."""
+    if not document.derived:
+        return ()
+    for level in ("h3", "h2"):
+        if ids := mentioned_ids(str(headers.get(level, ""))):
+            return tuple(ids)
+    return document.names
+
+
+def _sentences(value: Any) -> list[str]:
+    """The prose of a field: strings of several words (not ids, names, versions or dates)."""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        prose = len(text) >= VIEW_MIN_CHARS and len(text.split()) >= VIEW_MIN_WORDS
+        return [text] if prose else []
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _sentences(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _sentences(item)]
+    return []
+
+
+def entity_views(entity: Entity) -> list[Document]:
+    """Extra vectors for an entity, one per sentence-like field (and a user story's whole
+    story): a short question matches one sentence better than the whole entity. Views are
+    searched densely and count toward their entity; they are not passages."""
+    data = entity.data
+    texts = []
+    if entity.type == "userstory" and all(data.get(k) for k in ("asA", "iWant", "soThat")):
+        texts.append(f"As a {data['asA']}, I want {data['iWant']}, so that {data['soThat']}.")
+    fields = {k: v for k, v in data.items() if k not in ("id", "title", "name")}
+    texts += [f"{entity.title}: {sentence}" for sentence in _sentences(fields)]
+    metadata = _metadata(entity.id, entity.type, entity.path, entity.title, -1)
+    return [
+        Document(page_content=text, metadata={**metadata, "view": True})
+        for text in dict.fromkeys(texts)
+    ]
+
+
 def document_chunks(document: MarkdownDocument) -> list[Document]:
-    sections = [s.page_content for s in _markdown.split_text(document.text)] or [document.text]
-    pieces = [p for section in sections for p in _splitter.split_text(section)]
+    body = split_front_matter(document.text)[1]
+    sections = _markdown.split_text(body) or [Document(page_content=body)]
+    pieces = [
+        (piece, _restated(document, section.metadata))
+        for section in sections
+        for piece in _splitter.split_text(section.page_content)
+    ]
     return [
         Document(
             page_content=piece,
-            metadata=_metadata(document.path, "document", document.path, document.title, i),
+            metadata=_metadata(
+                document.path,
+                "document",
+                document.path,
+                document.title,
+                i,
+                derived=document.derived,
+                restates=restates,
+            ),
         )
-        for i, piece in enumerate(pieces)
+        for i, (piece, restates) in enumerate(pieces)
     ]
 
 
 def repository_chunks(repo: Repository) -> dict[str, list[Document]]:
-    """Chunks per repository file (entity YAML or Markdown), keyed by relative path."""
+    """Chunks (passages, and the views of entities) per repository file, keyed by relative
+    path."""
     by_file: dict[str, list[Document]] = {}
     for entity in repo.entities.values():
-        by_file.setdefault(entity.path, []).extend(entity_chunks(entity))
+        by_file.setdefault(entity.path, []).extend(entity_chunks(entity) + entity_views(entity))
     for document in repo.documents:
         by_file[document.path] = document_chunks(document)
     return by_file
@@ -105,4 +175,6 @@ def repository_chunks(repo: Repository) -> dict[str, list[Document]]:
 
 def file_hash(chunks: list[Document]) -> str:
     """Identity of what a file contributes to the index: changes when its chunks change."""
-    return content_hash("\x1e".join(c.page_content for c in chunks))
+    return content_hash(
+        "\x1e".join(c.page_content + json.dumps(c.metadata, sort_keys=True) for c in chunks)
+    )

@@ -1,15 +1,17 @@
-"""One persistent FAISS index per repository, kept in step with the repository's files.
+"""One persistent index per repository, dense (FAISS) and lexical (FTS5), kept in step with
+the repository's files.
 
-`sync` re-embeds only the files whose chunks changed (and drops removed files); a changed
-embedding model or dimension rebuilds everything. `ensure_fresh` is the cheap check before a
-query: a stat of every file, and a sync only when something changed.
+`sync` re-embeds and re-indexes only the files whose chunks changed (and drops removed
+files) and writes both indexes into one new generation, so they always load as a consistent
+pair; a changed embedding model or dimension rebuilds everything. `ensure_fresh` is the
+cheap check before a query: a stat of every file, and a sync only when something changed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ from langchain_core.embeddings import Embeddings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import data_name
 from context_kit_service.repository.model import Signature, repository_signature
+from context_kit_service.retrieval import generations
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
+from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
+from context_kit_service.retrieval.lexical import TOKENIZER, LexicalIndex
 from context_kit_service.retrieval.store import FaissStore
 
 EMBED_BATCH = 64
@@ -52,22 +57,54 @@ class RepositoryIndex:
         self.embeddings = embeddings
         self.model_id = model_id
         self.store: FaissStore | None = None
+        self.lexical: LexicalIndex | None = None
+        self.folder: Path | None = None
+        """The generation both indexes were read from or last written to."""
         self.files: dict[str, str] = {}
         self.signature: Signature | None = None
+        self.chunks_of: dict[str, list[int]] = {}
+        """Each entity's (or document's) own passages (chunk ids, not views), in order."""
         self._lock = threading.Lock()
         self._loaded = False
+
+    # --- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        loaded = FaissStore.load(self.directory, self.embeddings)
-        if loaded is None:
+        found = generations.current(self.directory)
+        if found is None:
             return
-        store, manifest = loaded
+        folder, manifest = found
         if manifest.get("embeddingModel") != self.model_id:
             return  # another model: rebuild on the next sync
-        self.store, self.files = store, dict(manifest.get("files", {}))
+        store = FaissStore.read(folder, manifest, self.embeddings)
+        if store is None:
+            return
+        self.store, self.files, self.folder = store, dict(manifest.get("files", {})), folder
+        lexical = manifest.get("lexical") or {}
+        if lexical.get("tokenizer") == TOKENIZER and (folder / LEXICAL_FILE).is_file():
+            self.lexical = LexicalIndex(folder / LEXICAL_FILE)
+        self._map_chunks()
+
+    def _map_chunks(self) -> None:
+        assert self.store is not None
+        docs = self.store.docs
+        owners: dict[str, list[int]] = {}
+        for doc_id in sorted(docs, key=lambda i: docs[i].metadata["chunk"]):
+            if not docs[doc_id].metadata.get("view"):
+                owners.setdefault(docs[doc_id].metadata["entityId"], []).append(doc_id)
+        self.chunks_of = owners
+
+    def _forget(self) -> None:
+        """Drop what is in memory: the next sync reads the index from disk again."""
+        if self.lexical is not None:
+            self.lexical.close()
+        self.store, self.lexical, self.folder, self.files = None, None, None, {}
+        self.signature, self.chunks_of, self._loaded = None, {}, False
+
+    # --- keeping in step -------------------------------------------------------------------
 
     def _embed(self, documents: list[Document], progress: Progress | None) -> np.ndarray:
         parts = []
@@ -85,7 +122,8 @@ class RepositoryIndex:
         progress: Progress | None = None,
         signature: Signature | None = None,
     ) -> SyncStats:
-        """Bring the index in line with the repository's files, embedding only what changed."""
+        """Bring both indexes in line with the repository's files, embedding only what
+        changed, and write them as one new generation."""
         started = time.perf_counter()
         with self._lock:
             self._load()
@@ -96,28 +134,13 @@ class RepositoryIndex:
             changed = [p for p, h in hashes.items() if self.files.get(p) != h or rebuilt]
             removed = [p for p in self.files if p not in hashes]
             new_docs = [doc for path in changed for doc in chunks[path]]
-            vectors = self._embed(new_docs, progress)
-            if self.store is None:
-                dimension = (
-                    vectors.shape[1] if len(new_docs) else len(self.embeddings.embed_query("x"))
-                )
-                self.store = FaissStore(self.embeddings, dimension)
-            stale = set(changed) | set(removed)
-            if stale and not rebuilt:
-                self.store.delete(
-                    [str(i) for i, d in self.store.docs.items() if d.metadata["filePath"] in stale]
-                )
-            self.store.add_vectors(new_docs, vectors)
-            if changed or removed or rebuilt:
-                self.files = hashes
-                self.store.save(
-                    self.directory,
-                    {
-                        "embeddingModel": self.model_id,
-                        "repository": str(self.root),
-                        "files": hashes,
-                    },
-                )
+            if changed or removed or rebuilt or self.lexical is None:
+                try:
+                    self._write(new_docs, set(changed) | set(removed), hashes, progress)
+                except BaseException:
+                    self._forget()
+                    raise
+            assert self.store is not None
             self.signature = signature
             return SyncStats(
                 files=len(hashes),
@@ -129,6 +152,46 @@ class RepositoryIndex:
                 seconds=time.perf_counter() - started,
             )
 
+    def _write(
+        self,
+        new_docs: list[Document],
+        stale_files: set[str],
+        hashes: dict[str, str],
+        progress: Progress | None,
+    ) -> None:
+        vectors = self._embed(new_docs, progress)
+        if self.store is None:
+            dimension = vectors.shape[1] if len(new_docs) else len(self.embeddings.embed_query("x"))
+            self.store = FaissStore(self.embeddings, dimension)
+        store = self.store
+        stale = [i for i, d in store.docs.items() if d.metadata["filePath"] in stale_files]
+        removed = [(i, store.docs[i]) for i in stale]
+        store.delete([str(i) for i in stale])
+        added = zip(store.add_vectors(new_docs, vectors), new_docs, strict=True)
+        staging = generations.stage(self.directory)
+        previous = self.folder / LEXICAL_FILE if self.folder and self.lexical else None
+        lexical = LexicalIndex.create(staging / LEXICAL_FILE, source=previous)
+        try:
+            if previous is None:  # new, or no lexical index yet: every passage
+                lexical.apply([], _passages(store.docs.items()))
+            else:
+                lexical.apply(_passages(removed), _passages((int(i), d) for i, d in added))
+        finally:
+            lexical.close()
+        manifest: dict[str, Any] = {
+            "embeddingModel": self.model_id,
+            "repository": str(self.root),
+            "files": hashes,
+            "lexical": {"file": LEXICAL_FILE, "tokenizer": TOKENIZER},
+            **store.write(staging),
+        }
+        folder = generations.commit(staging, manifest)
+        if self.lexical is not None:
+            self.lexical.close()
+        self.files, self.folder = hashes, folder
+        self.lexical = LexicalIndex(folder / LEXICAL_FILE)
+        self._map_chunks()
+
     def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:
         """Sync when any file changed since the last sync (a stat per file otherwise)."""
         signature = repository_signature(self.root) if signature is None else signature
@@ -136,23 +199,33 @@ class RepositoryIndex:
             return None
         return self.sync(signature=signature)
 
-    def search(
+    # --- searching -------------------------------------------------------------------------
+
+    def dense(
         self,
-        query_vector: list[float],
-        *,
-        k: int,
-        entity_types: list[str] | None = None,
-        mmr: bool = False,
-        fetch_k: int = 20,
-    ) -> list[tuple[Document, float]]:
+        query_vector: list[float] | np.ndarray,
+        limit: int,
+        keep: Callable[[Document], bool] | None = None,
+    ) -> list[tuple[int, Document, float]]:
+        """The `limit` chunks nearest to the query vector that pass `keep`: (id, chunk,
+        cosine similarity)."""
         assert self.store is not None, "sync() before searching"
-        allowed = set(entity_types or [])
-        keep: Callable[[Document], bool] | None = (
-            (lambda d: d.metadata["entityType"] in allowed) if allowed else None
-        )
-        if mmr:
-            return self.store.mmr_with_scores(query_vector, k, max(fetch_k, k), 0.5, keep)
-        return [(d, s) for _, d, s in self.store.search_by_vector(query_vector, k, keep=keep)]
+        return self.store.search_by_vector(query_vector, limit, keep=keep)
+
+    def lexical_hits(self, query: str, limit: int) -> list[tuple[int, float]]:
+        """The `limit` best passages by BM25: (id, score)."""
+        assert self.lexical is not None, "sync() before searching"
+        return self.lexical.search(query, limit)
+
+    def lexical_coverage(self, query: str) -> float:
+        """The share of the query's words that occur in the repository."""
+        assert self.lexical is not None, "sync() before searching"
+        return self.lexical.coverage(query)
+
+
+def _passages(docs: Iterable[tuple[int, Document]]) -> Iterator[tuple[int, str]]:
+    """(id, text) of the passages among `docs`: views are for dense search only."""
+    return ((i, d.page_content) for i, d in docs if not d.metadata.get("view"))
 
 
 class IndexRegistry:

@@ -1,35 +1,80 @@
-"""Semantic search over a repository's FAISS index: the `top_k` most relevant distinct
-entities (and Markdown documents) for a query, refreshing the index first."""
+"""Hybrid search over a repository's index: the `top_k` most relevant distinct entities (and
+Markdown documents) for a query, refreshing the index first.
+
+1. Dense search (FAISS, cosine) over passages and entity views (one vector per sentence-like
+   field), and lexical search (FTS5, BM25) over passages, each return their best chunks.
+2. Each search ranks groups by their best chunk. A group is what a chunk is about: its
+   entity, its plain document, or, for a chunk of a derived document, the entities it
+   restates (such a chunk counts toward them, and they are returned with it as a supporting
+   excerpt). A derived document that restates no known entity comes after everything else.
+3. Weighted reciprocal rank fusion: a group ranked r-th by a search adds weight/(RRF_K + r).
+   Dense search weighs 1; lexical search weighs the square of the share of the query's words
+   that occur in the repository, so a question asked in the repository's words leans on
+   them and one asked in other words leans on meaning.
+4. The entity-type filter, then maximal marginal relevance when asked for.
+
+`relevance_score` is the fused score over the best a group can score (first in every
+search), so 1.0 means ranked first by both searches. `CKS_MIN_RELEVANCE` is the least cosine
+similarity a chunk needs to count as a dense match; a lexical match needs a query word that
+is not a stopword.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, Field
 
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.model import Signature
-from context_kit_service.settings import Settings
+from context_kit_service.settings import RetrievalMode, Settings
 
 if TYPE_CHECKING:
     from context_kit_service.retrieval.index import RepositoryIndex
 
 MAX_TOP_K = 20
 EXCERPT_CHARS = 400
+RRF_K = 5
+"""The reciprocal rank fusion constant (Cormack, Clarke and Büttcher, SIGIR 2009, use 60). A
+small constant trusts the first ranks of each search more; 5 was best on both sample
+repositories' question sets (`bench/retrieval_quality.py` sweeps it)."""
+CANDIDATES = 50
+"""Groups each search contributes to the fusion (at least 8 × top_k)."""
+VIEWS = 4
+"""Dense search fetches this many chunks per candidate: an entity's views crowd its ranks."""
+MAX_SUPPORT = 2
+"""Supporting excerpts from derived documents shown per entity."""
+
+
+class Support(BaseModel):
+    file_path: str = Field(description="The derived document (a prompt, checklist, index...).")
+    excerpt: str = Field(description="Its passage that matched, shortened.")
 
 
 class Source(BaseModel):
     entity_id: str = Field(description="Entity id, or the path of a Markdown document.")
     entity_type: str = Field(description="feature, userstory, ..., or document.")
     title: str = Field(description="The entity's title.")
-    relevance_score: float = Field(ge=0, le=1, description="Cosine similarity to the query.")
-    excerpt: str = Field(description="The best matching passage (shortened).")
+    relevance_score: float = Field(
+        ge=0,
+        le=1,
+        description="Fused rank score: 1 = first in dense and lexical search, 0.5 = first in "
+        "one of them only.",
+    )
+    excerpt: str = Field(description="The entity's best matching passage (shortened).")
     file_path: str = Field(description="Repository-relative file of the entity.")
+    supporting: list[Support] = Field(
+        default_factory=list,
+        description="Passages of derived documents that restate this entity and matched.",
+    )
 
 
 def _excerpt(text: str) -> str:
@@ -52,6 +97,62 @@ def repository_index(
     return indexes.get(root, settings.data_dir, embeddings, model_id), embeddings
 
 
+# --- fusion and grouping ---------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """What chunks are about (an entity or a document), with its fused score."""
+
+    owner: str
+    orphan: bool = False
+    """A derived document restating no known entity: ranked after everything else."""
+    score: float = 0.0
+    own: int | None = None
+    """Its own best passage among the hits."""
+    support: dict[str, int] = field(default_factory=dict)
+    """Derived documents restating it: path -> their best passage among the hits."""
+
+
+def owners(metadata: dict[str, Any], known: Callable[[str], bool]) -> tuple[list[str], bool]:
+    """The groups a chunk counts toward, and whether it is an orphan derived chunk."""
+    if not metadata.get("derived"):
+        return [metadata["entityId"]], False
+    restated = [i for i in metadata.get("restates", []) if known(i)]
+    return (restated, False) if restated else ([metadata["entityId"]], True)
+
+
+def fuse(
+    rankings: Sequence[tuple[float, Sequence[int]]],
+    docs: dict[int, Document],
+    known: Callable[[str], bool],
+) -> list[Group]:
+    """Weighted reciprocal rank fusion by group. Each search, given as (weight, chunk ids
+    best first), ranks the groups by their best chunk; a group ranked r-th adds
+    weight / (RRF_K + r). Best first, orphan derived documents last."""
+    groups: dict[str, Group] = {}
+    for weight, ranking in rankings:
+        ranked: set[str] = set()
+        for doc_id in ranking:
+            metadata = docs[doc_id].metadata
+            names, orphan = owners(metadata, known)
+            for owner in names:
+                found = groups.setdefault(owner, Group(owner, orphan))
+                if owner not in ranked:
+                    ranked.add(owner)
+                    found.score += weight / (RRF_K + len(ranked))
+                if metadata.get("view"):
+                    continue
+                if owner == metadata["entityId"]:
+                    found.own = doc_id if found.own is None else found.own
+                else:
+                    found.support.setdefault(metadata["filePath"], doc_id)
+    return sorted(groups.values(), key=lambda g: (g.orphan, -g.score))
+
+
+# --- the search --------------------------------------------------------------------------------
+
+
 def search(
     settings: Settings,
     root: Path,
@@ -63,32 +164,113 @@ def search(
     min_score: float | None = None,
     embeddings: Embeddings | None = None,
     signature: Signature | None = None,
+    mode: RetrievalMode | None = None,
 ) -> list[Source]:
     """The `top_k` most relevant distinct entities for `query`, in the calling thread (the
     index is refreshed first; pass `signature` when just computed). `embeddings` replaces
-    the configured embeddings provider; `min_score` defaults to CKS_MIN_RELEVANCE."""
-    threshold = settings.min_relevance if min_score is None else min_score
+    the configured embeddings provider; `min_score` defaults to CKS_MIN_RELEVANCE and `mode`
+    to CKS_RETRIEVAL ("dense" leaves lexical search out)."""
     index, embeddings = repository_index(settings, root, embeddings)
     index.ensure_fresh(signature)
-    vector = embeddings.embed_query(query)
+    return search_index(
+        index,
+        embeddings.embed_query(query),
+        query,
+        top_k=top_k,
+        entity_types=entity_types,
+        mmr=mmr,
+        min_score=settings.min_relevance if min_score is None else min_score,
+        mode=mode or settings.retrieval,
+    )
+
+
+def search_index(
+    index: RepositoryIndex,
+    vector: list[float],
+    query: str,
+    *,
+    top_k: int,
+    entity_types: Sequence[str],
+    mmr: bool,
+    min_score: float,
+    mode: RetrievalMode,
+) -> list[Source]:
+    """`search` on an index as it is, with the query's vector already computed."""
+    assert index.store is not None, "sync() before searching"
+    docs, chunks_of = index.store.docs, index.chunks_of
+
+    def known(entity_id: str) -> bool:
+        return entity_id in chunks_of
+
+    def owner_type(owner: str) -> str:
+        return str(docs[chunks_of[owner][0]].metadata["entityType"])
+
+    allowed = set(entity_types)
+
+    def wanted(document: Document) -> bool:
+        names, _ = owners(document.metadata, known)
+        return any(owner_type(name) in allowed for name in names)
+
+    keep = wanted if allowed else None
     k = max(1, min(top_k, MAX_TOP_K))
-    hits = index.search(vector, k=k * 4, entity_types=list(entity_types), mmr=mmr, fetch_k=k * 8)
-    best: dict[str, Source] = {}
-    for document, score in hits:
-        meta = document.metadata
-        if score < threshold or meta["entityId"] in best:
-            continue
-        best[meta["entityId"]] = Source(
-            entity_id=meta["entityId"],
-            entity_type=meta["entityType"],
-            title=meta["title"],
-            relevance_score=round(max(0.0, min(1.0, score)), 4),
-            excerpt=_excerpt(document.page_content),
-            file_path=meta["filePath"],
-        )
-        if len(best) == k:
-            break
-    return list(best.values())
+    limit = max(CANDIDATES, k * 8)
+    dense = [i for i, _, score in index.dense(vector, limit * VIEWS, keep) if score >= min_score]
+    rankings: list[tuple[float, Sequence[int]]] = [(1.0, dense)]
+    if mode == "hybrid":
+        hits = index.lexical_hits(query, limit * (4 if allowed else 1))
+        lexical = [i for i, _ in hits if keep is None or keep(docs[i])][:limit]
+        rankings.append((index.lexical_coverage(query) ** 2, lexical))
+    groups = fuse(rankings, docs, known)
+    if allowed:
+        groups = [g for g in groups if owner_type(g.owner) in allowed]
+    if mmr:
+        groups = _diversify(index, vector, groups, k)
+    best = sum(weight for weight, _ in rankings) / (RRF_K + 1)
+    return [_source(g, owner_type(g.owner), g.score / best, docs, chunks_of) for g in groups[:k]]
+
+
+def _representative(g: Group, chunks_of: dict[str, list[int]]) -> int:
+    return g.own if g.own is not None else chunks_of[g.owner][0]
+
+
+def _diversify(
+    index: RepositoryIndex, query: list[float], groups: list[Group], k: int
+) -> list[Group]:
+    """Maximal marginal relevance over the best 4 × k groups (their representative chunks)."""
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+    assert index.store is not None
+    candidates = groups[: k * 4]
+    if not candidates:
+        return []
+    vectors = index.store.vectors([_representative(g, index.chunks_of) for g in candidates])
+    norm = np.asarray(query, dtype="float32")
+    norm = norm / (np.linalg.norm(norm) or 1.0)
+    chosen = maximal_marginal_relevance(norm, list(vectors), lambda_mult=0.5, k=k)
+    return [candidates[i] for i in chosen]
+
+
+def _source(
+    g: Group,
+    entity_type: str,
+    relevance: float,
+    docs: dict[int, Document],
+    chunks_of: dict[str, list[int]],
+) -> Source:
+    own = docs[_representative(g, chunks_of)]
+    support = list(g.support.items())[:MAX_SUPPORT]
+    return Source(
+        entity_id=g.owner,
+        entity_type=entity_type,
+        title=own.metadata["title"],
+        relevance_score=round(max(0.0, min(1.0, relevance)), 4),
+        excerpt=_excerpt(own.page_content),
+        file_path=own.metadata["filePath"],
+        supporting=[
+            Support(file_path=path, excerpt=_excerpt(docs[chunk].page_content))
+            for path, chunk in support
+        ],
+    )
 
 
 async def search_repository(

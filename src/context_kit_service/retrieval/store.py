@@ -4,17 +4,14 @@ Vectors live in a `faiss.IndexIDMap2` over a flat index, or over HNSW once the s
 `hnsw_threshold` vectors. HNSW cannot remove vectors, so removals there become tombstones
 that searches skip, and the index is rebuilt once they pass a fifth of it.
 
-Persistence writes a whole new generation directory (faiss's own binary index format, JSON
-metadata and a manifest), fsyncs it, then atomically replaces the `CURRENT` pointer. A crash
-at any moment leaves the previous or the new generation, never a mix. Nothing is unpickled.
+The store writes itself into an index generation (`generations`: faiss's own binary index
+format and JSON metadata); `save` and `load` make and read a generation holding only the
+store. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +22,14 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-FORMAT_VERSION = 1
+from context_kit_service.retrieval import generations
+
+FORMAT_VERSION = 2
+"""2: chunks say whether they come from a derived document and which entities it restates."""
 HNSW_THRESHOLD = 20_000
 HNSW_M = 32
-CURRENT = "CURRENT"
+INDEX_FILE = "index.faiss"
+CHUNKS_FILE = "chunks.json"
 
 
 def _normalise(vectors: Sequence[Sequence[float]] | Sequence[float] | np.ndarray) -> np.ndarray:
@@ -224,15 +225,12 @@ class FaissStore(VectorStore):
 
     # --- persistence -----------------------------------------------------------------------
 
-    def save(self, directory: Path, manifest: dict[str, Any]) -> Path:
-        """Write a complete new generation under `directory`, then switch `CURRENT` to it."""
+    def write(self, folder: Path) -> dict[str, Any]:
+        """Write the index (faiss's own format) and the chunks (JSON) into `folder`; returns
+        what the manifest should say about them."""
         import faiss
 
-        directory.mkdir(parents=True, exist_ok=True)
-        generation = f"gen-{uuid.uuid4().hex[:12]}"
-        staging = directory / f".{generation}.tmp"
-        staging.mkdir()
-        faiss.write_index(self.index, str(staging / "index.faiss"))
+        faiss.write_index(self.index, str(folder / INDEX_FILE))
         meta = {
             "nextId": self.next_id,
             "tombstones": sorted(self.tombstones),
@@ -241,56 +239,29 @@ class FaissStore(VectorStore):
                 for i, d in self.docs.items()
             },
         }
-        (staging / "chunks.json").write_text(json.dumps(meta), encoding="utf-8")
-        full_manifest = {
-            **manifest,
+        (folder / CHUNKS_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        return {
             "formatVersion": FORMAT_VERSION,
             "dimension": self.dimension,
             "chunkCount": len(self.docs),
             "indexType": "hnsw" if self.is_hnsw else "flat",
         }
-        (staging / "manifest.json").write_text(
-            json.dumps(full_manifest, indent=1), encoding="utf-8"
-        )
-        for name in ("index.faiss", "chunks.json", "manifest.json"):
-            _fsync(staging / name)
-        os.replace(staging, directory / generation)
-        _fsync_dir(directory)
-        pointer = directory / f".{CURRENT}.{generation}.tmp"
-        pointer.write_text(generation, encoding="utf-8")
-        _fsync(pointer)
-        previous = read_current(directory)
-        os.replace(pointer, directory / CURRENT)
-        _fsync_dir(directory)
-        for stale in directory.iterdir():
-            if stale.name not in (CURRENT, generation) and stale.name != previous:
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(
-                    missing_ok=True
-                )
-        if previous and previous != generation:
-            shutil.rmtree(directory / previous, ignore_errors=True)
-        return directory / generation
 
     @classmethod
-    def load(
-        cls, directory: Path, embedding: Embeddings
-    ) -> tuple[FaissStore, dict[str, Any]] | None:
-        """The current generation under `directory`; None when there is none or it is unusable."""
+    def read(
+        cls, folder: Path, manifest: dict[str, Any], embedding: Embeddings
+    ) -> FaissStore | None:
+        """The store written into `folder`; None when it is unusable or of another format."""
         import faiss
 
-        generation = read_current(directory)
-        if generation is None:
-            return None
-        folder = directory / generation
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-            meta = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
-            index = faiss.read_index(str(folder / "index.faiss"))
-        except (OSError, ValueError, RuntimeError):
-            return None
         if manifest.get("formatVersion") != FORMAT_VERSION:
             return None
-        store = cls(embedding, int(manifest["dimension"]))
+        try:
+            meta = json.loads((folder / CHUNKS_FILE).read_text(encoding="utf-8"))
+            index = faiss.read_index(str(folder / INDEX_FILE))
+            store = cls(embedding, int(manifest["dimension"]))
+        except (OSError, ValueError, RuntimeError, KeyError):
+            return None
         store.index = index
         store.next_id = int(meta["nextId"])
         store.tombstones = {int(i) for i in meta["tombstones"]}
@@ -298,25 +269,21 @@ class FaissStore(VectorStore):
             int(i): Document(page_content=d["text"], metadata=d["metadata"])
             for i, d in meta["docs"].items()
         }
-        return store, manifest
+        return store
 
+    def save(self, directory: Path, manifest: dict[str, Any]) -> Path:
+        """Write a complete new generation under `directory`, then switch `CURRENT` to it."""
+        staging = generations.stage(directory)
+        return generations.commit(staging, {**manifest, **self.write(staging)})
 
-def read_current(directory: Path) -> str | None:
-    try:
-        name = (directory / CURRENT).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return name if name.startswith("gen-") and (directory / name).is_dir() else None
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    @classmethod
+    def load(
+        cls, directory: Path, embedding: Embeddings
+    ) -> tuple[FaissStore, dict[str, Any]] | None:
+        """The current generation under `directory`; None when there is none or it is unusable."""
+        found = generations.current(directory)
+        if found is None:
+            return None
+        folder, manifest = found
+        store = cls.read(folder, manifest, embedding)
+        return None if store is None else (store, manifest)

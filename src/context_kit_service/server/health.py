@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,16 +105,15 @@ def check_index(settings: Settings) -> CheckResult:
     storage = _writable_dir(settings.data_dir / "indexes")
     if storage.status != "healthy" or settings.repo_path is None:
         return storage
+    from context_kit_service.retrieval.generations import current
     from context_kit_service.retrieval.index import index_directory
-    from context_kit_service.retrieval.store import read_current
 
-    directory = index_directory(settings.data_dir, settings.repo_path)
-    generation = read_current(directory)
-    if generation is None:
+    found = current(index_directory(settings.data_dir, settings.repo_path))
+    if found is None:
         return CheckResult(
             "healthy", f"index of {settings.repo_path} not built yet (builds on the first query)"
         )
-    manifest = json.loads((directory / generation / "manifest.json").read_text(encoding="utf-8"))
+    manifest = found[1]
     return CheckResult(
         "healthy",
         f"index of {settings.repo_path}: {manifest['chunkCount']} chunks, "

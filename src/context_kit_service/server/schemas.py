@@ -178,12 +178,21 @@ class RagQueryRequest(WireModel):
         return self.config.configurable() if self.config is not None else {}
 
 
+class RagSupport(WireModel):
+    file_path: str
+    excerpt: str
+
+
 class RagSource(WireModel):
     entity_id: str
     entity_type: str
     relevance_score: float = Field(ge=0, le=1)
     excerpt: str
     file_path: str | None = None
+    supporting: list[RagSupport] = Field(
+        default_factory=list,
+        description="Derived documents (prompts, checklists, indexes) that restate this entity.",
+    )
 
 
 class RagMetadata(WireModel):

@@ -27,7 +27,7 @@ def search_context(
     entity_types: list[str] | None = None,
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 5,
 ) -> list[dict[str, Any]]:
-    """Find the entities and documents most related in meaning to `query` (semantic search),
+    """Find the entities and documents most related to `query`, by meaning and by its words,
     optionally only some entity types. Returns id, type, title, score and a short excerpt."""
     sources = search(
         service_settings(config),
@@ -60,6 +60,7 @@ def similar_entities(
         top_k=min(MAX_TOP_K, limit + 1),
         min_score=0.0,
         embeddings=embeddings_for(config),
+        mode="dense",
     )
     similar = [s.model_dump() for s in found if s.entity_id != entity.id][:limit]
     return {"entity": entity.id, "count": len(similar), "similar": similar}

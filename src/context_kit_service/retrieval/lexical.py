@@ -1,0 +1,151 @@
+"""Lexical search beside FAISS: SQLite FTS5 with BM25 ranking over the same chunks.
+
+The table is contentless (the chunk texts live in the vector store's metadata) and keyed by
+the same document ids as the FAISS index. A database file belongs to one index generation
+(see `generations`): a new generation starts from a copy of the previous file and applies
+only the changed chunks, inside one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+FILENAME = "lexical.sqlite"
+TOKENIZER = "porter unicode61 remove_diacritics 2"
+"""Words split on anything but letters and digits, folded to lower case without accents,
+then Porter-stemmed: `ratified`, `ratifies` and `ratify` are one term."""
+MAX_QUERY_TERMS = 32
+
+_STOPWORDS = """a about above after again all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down
+    during each few for from further get got had has have having he her here
+    hers him his how i if in into is it its itself just may me might more most
+    must my no nor not now of off on once only or other our ours out over own
+    same shall she should so some such than that the their theirs them then
+    there these they this those through to too under until up us very was we
+    were what when where which while who whom why will with would you your yours"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+"""Words that carry no topic: a query made only of them matches nothing."""
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD = re.compile(r"[^\W_]+")
+_ID = re.compile(r"\b([A-Za-z]+)-(\d+)\b")
+
+
+def lexical_text(text: str) -> str:
+    """What FTS5 indexes for a chunk: the text, plus its camelCase words split apart, so a
+    field such as `ratifiedOn` matches the words "ratified" and "on"."""
+    camel = {word for word in re.findall(r"\b\w*[a-z0-9][A-Z]\w*\b", text)}
+    if not camel:
+        return text
+    return text + "\n" + " ".join(_CAMEL.sub(" ", word) for word in sorted(camel))
+
+
+def query_terms(query: str) -> list[str]:
+    """The FTS5 terms of free text: every topical word, quoted (so no query syntax gets
+    through), and entity ids such as FEAT-001 as phrases."""
+    terms: list[str] = []
+    for prefix, number in _ID.findall(query):
+        terms.append(f'"{prefix.lower()} {number}"')
+    for word in _WORD.findall(lexical_text(query)):
+        lowered = word.lower()
+        if lowered not in STOPWORDS and (len(lowered) > 1 or lowered.isdigit()):
+            terms.append(f'"{lowered}"')
+    return list(dict.fromkeys(terms))[:MAX_QUERY_TERMS]
+
+
+def match_expression(query: str) -> str | None:
+    """An FTS5 MATCH expression: any of the query's terms. None when it has no topical word."""
+    terms = query_terms(query)
+    return " OR ".join(terms) if terms else None
+
+
+class LexicalIndex:
+    """One FTS5 database file: `add`, `delete` and `search` by document id."""
+
+    def __init__(self, path: Path, *, writable: bool = False) -> None:
+        self.path = path
+        mode = "mode=rwc" if writable else "mode=ro&immutable=1"  # a committed file never changes
+        self._db = sqlite3.connect(
+            f"{path.absolute().as_uri()}?{mode}",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        self._lock = threading.Lock()
+        if writable:
+            self._db.execute("PRAGMA journal_mode=OFF")  # a staging file: a crash discards it
+            self._db.execute("PRAGMA synchronous=OFF")  # fsynced once, when the file is done
+            self._db.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5("
+                f"text, content='', tokenize='{TOKENIZER}')"
+            )
+
+    @classmethod
+    def create(cls, path: Path, source: Path | None = None) -> LexicalIndex:
+        """A writable database at `path`: a copy of `source` when given, else empty."""
+        if source is not None:
+            old = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+            target = sqlite3.connect(path)
+            try:
+                old.backup(target)
+            finally:
+                target.close()
+                old.close()
+        return cls(path, writable=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def apply(self, removed: Iterable[tuple[int, str]], added: Iterable[tuple[int, str]]) -> None:
+        """Remove and add chunks (id, text) in one transaction. A contentless table forgets
+        the texts, so a removal must pass the text that was added."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO chunks(chunks, rowid, text) VALUES('delete', ?, ?)",
+                ((i, lexical_text(t)) for i, t in removed),
+            )
+            self._db.executemany(
+                "INSERT INTO chunks(rowid, text) VALUES(?, ?)",
+                ((i, lexical_text(t)) for i, t in added),
+            )
+            self._db.execute("COMMIT")
+
+    def ids(self) -> set[int]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT rowid FROM chunks")}
+
+    def coverage(self, query: str) -> float:
+        """The share of the query's terms that occur in the index (0 without terms): how far
+        the query speaks the repository's words."""
+        terms = query_terms(query)
+        if not terms:
+            return 0.0
+        with self._lock:
+            found = sum(
+                self._db.execute(
+                    "SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT 1", (term,)
+                ).fetchone()
+                is not None
+                for term in terms
+            )
+        return found / len(terms)
+
+    def search(self, query: str, limit: int) -> list[tuple[int, float]]:
+        """The `limit` best chunks for `query`: (id, BM25 score, higher is better)."""
+        expression = match_expression(query)
+        if expression is None or limit <= 0:
+            return []
+        with self._lock:
+            rows: Sequence[tuple[int, float]] = self._db.execute(
+                "SELECT rowid, -bm25(chunks) FROM chunks WHERE chunks MATCH ? "
+                "ORDER BY bm25(chunks) LIMIT ?",
+                (expression, limit),
+            ).fetchall()
+        return [(int(i), float(s)) for i, s in rows]
