@@ -36,6 +36,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--provider", help="chat model provider for this run")
     parser.add_argument("--model", help="model name for this run")
     parser.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    parser.add_argument(
+        "--retrieval",
+        action="append",
+        choices=["hybrid", "dense"],
+        help="retrieval mode for --target local (default: CKS_RETRIEVAL); repeat it to run "
+        "the suite once per mode and compare them (results in <out>/<mode>)",
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="examples run at once")
     parser.add_argument("--dataset", type=Path, help="default: evals/datasets/<suite>.jsonl")
     parser.add_argument("--limit", type=int, help="only the first N examples")
@@ -69,16 +76,19 @@ def _thresholds(pairs: list[str]) -> dict[str, float]:
     return thresholds
 
 
-def _target(args: argparse.Namespace) -> Target:
+def _target(args: argparse.Namespace, retrieval: str | None) -> Target:
     from context_kit_service.evaluation.targets import HttpTarget, LocalTarget
 
     if args.target == "local":
-        settings = load_settings(repo_path=args.repo.resolve())
+        chosen = {"retrieval": retrieval} if retrieval else {}
+        settings = load_settings(repo_path=args.repo.resolve(), **chosen)
         return LocalTarget(
             settings, provider=args.provider, model=args.model, temperature=args.temperature
         )
     if not args.target.startswith(("http://", "https://")):
         raise ValueError(f"--target must be `local` or an http(s) URL, got {args.target!r}")
+    if retrieval:
+        raise ValueError("--retrieval applies to --target local (a service uses CKS_RETRIEVAL)")
     token = args.token or os.environ.get("CKS_AUTH_TOKEN")
     return HttpTarget(
         args.target,
@@ -103,6 +113,32 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> int:
+    """Run the suite once per retrieval mode asked for; the thresholds apply to the first."""
+    modes: list[str | None] = list(dict.fromkeys(args.retrieval or [None]))
+    started = datetime.now(UTC)
+    out = args.out or Path("evals") / "results" / f"{args.suite}-{started:%Y%m%d-%H%M%S}"
+    summaries = {}
+    for mode in modes:
+        folder = out / mode if len(modes) > 1 and mode else out
+        summaries[mode or "default"] = await _evaluate_once(args, mode, folder)
+    if len(modes) > 1:
+        table = retrieval_table(summaries)
+        (out / "comparison.md").write_text(table, encoding="utf-8")
+        print(table, end="")
+    first = next(iter(summaries.values()))
+    failed = [
+        f"{name} {first.get(name, float('nan')):g} < {limit:g}"
+        for name, limit in thresholds.items()
+        if not first.get(name, float("-inf")) >= limit
+    ]
+    for line in failed:
+        print(f"FAIL {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+async def _evaluate_once(
+    args: argparse.Namespace, retrieval: str | None, out: Path
+) -> dict[str, float]:
     from context_kit_service.evaluation.report import write_report
     from context_kit_service.evaluation.runner import run_suite, summarize
     from context_kit_service.evaluation.suites import SUITES
@@ -111,7 +147,7 @@ async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> i
     dataset = args.dataset or Path("evals") / "datasets" / f"{args.suite}.jsonl"
     examples = suite.load(dataset)[: args.limit]
     started = datetime.now(UTC)
-    target = _target(args)
+    target = _target(args, retrieval)
     try:
         results = await run_suite(
             suite, examples, target, concurrency=args.concurrency, progress=not args.no_progress
@@ -126,26 +162,36 @@ async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> i
         "provider": args.provider,
         "model": args.model,
         "temperature": args.temperature,
+        "retrieval": retrieval,
         "concurrency": args.concurrency,
         "started": started.isoformat(timespec="seconds"),
     }
-    out = args.out or Path("evals") / "results" / f"{suite.name}-{started:%Y%m%d-%H%M%S}"
     paths = write_report(out, meta, summary, results)
+    prefix = f"{retrieval}: " if args.retrieval and len(args.retrieval) > 1 else ""
     for name, value in summary.items():
-        print(f"{name}: {value:g}")
-    print(f"report: {paths['markdown']}")
+        print(f"{prefix}{name}: {value:g}")
+    print(f"{prefix}report: {paths['markdown']}")
     if args.langsmith:
         from context_kit_service.evaluation.langsmith_upload import upload
 
         print(f"langsmith: {upload(meta, summary, results)}")
-    failed = [
-        f"{name} {summary.get(name, float('nan')):g} < {limit:g}"
-        for name, limit in thresholds.items()
-        if not summary.get(name, float("-inf")) >= limit
+    return summary
+
+
+def retrieval_table(summaries: dict[str, dict[str, float]]) -> str:
+    """A Markdown table with one row per retrieval mode and a column per quality metric."""
+    from context_kit_service.evaluation.report import LOWER_IS_BETTER, NEUTRAL
+
+    names = [n for n in next(iter(summaries.values())) if n not in LOWER_IS_BETTER + NEUTRAL]
+    lines = [
+        "| retrieval | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *(
+            f"| {mode} | " + " | ".join(f"{summary.get(n, float('nan')):g}" for n in names) + " |"
+            for mode, summary in summaries.items()
+        ),
     ]
-    for line in failed:
-        print(f"FAIL {line}", file=sys.stderr)
-    return 1 if failed else 0
+    return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ def _quality(summary: dict[str, float]) -> dict[str, float]:
 
 
 def markdown(meta: dict[str, Any], summary: dict[str, float], results: list[ExampleResult]) -> str:
-    quality = _quality(summary)
+    quality = [name for name in _quality(summary) if "[" not in name]
     lines = [
         f"# Evaluation: {meta['suite']}",
         "",

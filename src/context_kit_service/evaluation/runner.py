@@ -81,13 +81,23 @@ async def run_suite(
 
 
 def summarize(suite: Suite[Any], results: list[ExampleResult]) -> dict[str, float]:
-    """Each metric's mean over the examples that score it, latency p50/p95 (ms), token
-    totals, example and error counts."""
+    """Each metric's mean over the examples that score it (and per category, as
+    `metric[category]`, when examples have one), latency p50/p95 (ms), token totals, example
+    and error counts."""
     summary: dict[str, float] = {"examples": len(results)}
+    categories = sorted({str(r.input["category"]) for r in results if r.input.get("category")})
     for name in suite.metrics:
         values = [r.metrics[name] for r in results if name in r.metrics]
         if values:
             summary[name] = round(metrics.mean(values), 4)
+        for category in categories:
+            chosen = [
+                r.metrics[name]
+                for r in results
+                if name in r.metrics and r.input.get("category") == category
+            ]
+            if chosen:
+                summary[f"{name}[{category}]"] = round(metrics.mean(chosen), 4)
     latencies = [r.latency_ms for r in results]
     summary["latency_p50_ms"] = round(metrics.percentile(latencies, 50), 3)
     summary["latency_p95_ms"] = round(metrics.percentile(latencies, 95), 3)

@@ -4,13 +4,14 @@ against a target, and the metrics it scores."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from context_kit_service.evaluation import metrics
 from context_kit_service.evaluation.targets import Target
@@ -25,6 +26,19 @@ class RagExample(BaseModel):
     question: str = Field(min_length=1)
     relevant: list[str] = Field(min_length=1, description="Entity ids that answer it.")
     reference: str | None = Field(default=None, description="A reference answer (reported).")
+    category: str | None = Field(
+        default=None, description="Its kind (metrics are also reported per category)."
+    )
+    repo: str | None = Field(
+        default=None,
+        description="The repository it asks about, relative to the working directory "
+        "(default: the run's repository).",
+    )
+
+    @field_validator("repo")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return os.path.abspath(value) if value else value
 
 
 class LinkCheck(BaseModel):
@@ -95,7 +109,10 @@ class Suite(Generic[E]):
 
 
 async def run_rag(example: RagExample, target: Target) -> Scored:
-    output = await target.invoke("rag", {"query": example.question, "top_k": K})
+    payload: dict[str, Any] = {"query": example.question, "top_k": K}
+    if example.repo:
+        payload["repo_path"] = example.repo
+    output = await target.invoke("rag", payload)
     retrieved = [s["entity_id"] for s in output["sources"]]
     cited = list(dict.fromkeys(CITATION.findall(output["answer"])))
     return Scored(
