@@ -1,7 +1,8 @@
 """A small HTTP server that speaks the OpenAI, Azure OpenAI and Ollama protocols.
 
 The provider tests drive the real client libraries against it. Model names pick behaviour:
-`slow` answers after 3 s (for timeouts), `deny` answers 401, and `agent` behaves like a small
+`slow` answers after 3 s (for timeouts), `deny` answers 401, `tick` streams 40 tokens 20 ms
+apart (like a model generating them), and `agent` behaves like a small
 deterministic model for end-to-end tests of every graph (see `agent_reply`). Every request body
 is recorded.
 """
@@ -63,8 +64,17 @@ def _openai_completion(model: str) -> dict[str, Any]:
     }
 
 
+TICK_S = 0.02
+"""Seconds between the tokens of the `tick` model."""
+TICKS = [f" tick{i}" for i in range(40)]
+"""The `tick` model's reply: long enough to outlast the quick ACKs of a new connection."""
+
+
 async def _openai_stream(model: str) -> AsyncIterator[str]:
-    async for line in _sse(model, [{"content": token} for token in REPLY], "stop"):
+    tokens = TICKS if model == "tick" else REPLY
+    async for line in _sse(model, [{"content": token} for token in tokens], "stop"):
+        if model == "tick" and '"content"' in line and '" tick0"' not in line:
+            await asyncio.sleep(TICK_S)
         yield line
 
 
@@ -307,7 +317,7 @@ def build_app(recorder: Recorder) -> FastAPI:
 def serve_fake_providers() -> Iterator[tuple[str, Recorder]]:
     """Run the fake server on a free loopback port in a background thread."""
     recorder = Recorder()
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
         uvicorn.Config(build_app(recorder), log_level="warning", lifespan="off")
