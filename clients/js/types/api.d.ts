@@ -78,6 +78,14 @@ export interface RagSource {
   relevanceScore: number;
   excerpt: string;
   filePath?: string | null;
+  /**
+   * Derived documents (prompts, checklists, indexes) that restate this entity.
+   */
+  supporting?: RagSupport[];
+}
+export interface RagSupport {
+  filePath: string;
+  excerpt: string;
 }
 export interface RagMetadata {
   retrievalTimeMs: number;
@@ -351,17 +359,31 @@ export interface Source {
    */
   title: string;
   /**
-   * Cosine similarity to the query.
+   * The fused rank score over the best possible one: 1 = ranked first by both dense and lexical search.
    */
   relevance_score: number;
   /**
-   * The best matching passage (shortened).
+   * The entity's best matching passage (shortened).
    */
   excerpt: string;
   /**
    * Repository-relative file of the entity.
    */
   file_path: string;
+  /**
+   * Passages of derived documents that restate this entity and matched.
+   */
+  supporting?: Support[];
+}
+export interface Support {
+  /**
+   * The derived document (a prompt, checklist, index...).
+   */
+  file_path: string;
+  /**
+   * Its passage that matched, shortened.
+   */
+  excerpt: string;
 }
 
 export interface GenerateInput {

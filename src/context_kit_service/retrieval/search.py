@@ -66,8 +66,8 @@ class Source(BaseModel):
     relevance_score: float = Field(
         ge=0,
         le=1,
-        description="Fused rank score: 1 = first in dense and lexical search, 0.5 = first in "
-        "one of them only.",
+        description="The fused rank score over the best possible one: 1 = ranked first by both "
+        "dense and lexical search.",
     )
     excerpt: str = Field(description="The entity's best matching passage (shortened).")
     file_path: str = Field(description="Repository-relative file of the entity.")
