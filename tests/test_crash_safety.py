@@ -22,21 +22,24 @@ from tests.conftest import REPO_ROOT
 from tests.crash_writer import SIZES
 
 
+def kill_when_busy(module: str, *args: str, after: float) -> None:
+    """Start `python -m module args`, wait for its ready line, let it work `after` seconds,
+    then SIGKILL it."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(after)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+
+
 def test_sigkill_during_saves_leaves_a_loadable_index(tmp_path: Path) -> None:
     rng = random.Random(42)
     seen_versions = set()
     for attempt in range(25):
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_writer", str(tmp_path)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert writer.stdout is not None
-        assert writer.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.01, 0.3))
-        writer.send_signal(signal.SIGKILL)
-        writer.communicate()
+        kill_when_busy("tests.crash_writer", str(tmp_path), after=rng.uniform(0.01, 0.3))
         loaded = FaissStore.load(tmp_path, DeterministicFakeEmbedding(size=64))
         assert loaded is not None, f"attempt {attempt}: index did not load"
         store, manifest = loaded
@@ -95,17 +98,7 @@ def test_sigkill_during_index_syncs_leaves_a_consistent_pair(tmp_path: Path) -> 
     rng = random.Random(7)
     interrupted_lexical = 0
     for attempt in range(20):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_indexer", str(repo), str(data)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.05, 1.5))
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
+        kill_when_busy("tests.crash_indexer", str(repo), str(data), after=rng.uniform(0.05, 1.5))
         directory = index_directory(data, repo)
         interrupted_lexical += any(
             (staged / LEXICAL_FILE).exists() for staged in directory.glob(".gen-*.tmp")
