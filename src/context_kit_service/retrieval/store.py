@@ -41,6 +41,21 @@ def _normalise(vectors: Sequence[Sequence[float]] | Sequence[float] | np.ndarray
     return np.ascontiguousarray(matrix / norms)
 
 
+def _search_one(index: Any, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One query on one OpenMP thread: a single query gains nothing from more, and the idle
+    threads FAISS leaves spinning after a parallel search take the cores from the next query
+    embedding (torch), which doubles retrieval latency on 2 cores (bench/retrieval.py)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # per calling thread: builds elsewhere stay parallel
+    try:
+        scores, ids = index.search(query, k)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return scores, ids
+
+
 class FaissStore(VectorStore):
     """Documents and their vectors, searchable by cosine similarity (scores in [-1, 1])."""
 
@@ -148,7 +163,7 @@ class FaissStore(VectorStore):
         want = k
         while True:
             fetch = min(self.index.ntotal, want + len(self.tombstones))
-            scores, ids = self.index.search(query, fetch)
+            scores, ids = _search_one(self.index, query, fetch)
             hits = [
                 (int(i), self.docs[int(i)], float(s))
                 for s, i in zip(scores[0], ids[0], strict=True)
