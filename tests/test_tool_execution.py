@@ -265,3 +265,34 @@ def test_a_request_over_the_time_limit_is_a_504(make_settings) -> None:
         "type": "server_error",
         "code": "TIMEOUT",
     }
+
+
+def _thread_store_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in data_dir.glob("threads.sqlite*"))
+
+
+def test_read_only_runs_leave_the_thread_store_as_it_was(
+    make_settings, sample_copy: Path, tmp_path: Path
+) -> None:
+    """A run that cannot pause has nothing to resume: it runs without the checkpointer. A
+    write still pauses on a thread and is resumed from it."""
+    data_dir = tmp_path / "store"
+    settings = make_settings(allowed_repos=[sample_copy], data_dir=data_dir)
+    with TestClient(create_app(settings)) as client:
+        next_id = {"toolId": "pipeline.next-id", "parameters": {"entity_type": "task"}}
+        body = {**next_id, "repoPath": str(sample_copy)}
+        expected = {"entityType": "task", "id": "T-011"}
+        assert client.post("/ai/tools/execute", json=body).json()["result"] == expected
+        before = _thread_store_bytes(data_dir)
+        for _ in range(1000):
+            response = client.post("/ai/tools/execute", json=body)
+            assert response.json()["result"] == expected
+        assert _thread_store_bytes(data_dir) == before
+        assert client.get("/ai/threads").json()["threads"] == []
+
+        pending = _write(client, sample_copy)
+        assert pending["result"]["status"] == "pending_approval"
+        thread = pending["metadata"]["threadId"]
+        done = _write(client, sample_copy, threadId=thread, approval={"approved": True})
+        assert done["result"]["entity"]["status"] == "doing"
+        assert _thread_store_bytes(data_dir) > before

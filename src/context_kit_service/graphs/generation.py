@@ -164,6 +164,11 @@ def assemble(state: State, draft: dict[str, Any]) -> dict[str, Any]:
 # --- nodes -----------------------------------------------------------------------------------
 
 
+def may_pause(payload: dict[str, Any]) -> bool:
+    """Whether a run of this input can stop for approval: only one that saves does."""
+    return bool(payload.get("save"))
+
+
 def _fail(message: str) -> dict[str, Any]:
     return {"status": "error", "error": message}
 

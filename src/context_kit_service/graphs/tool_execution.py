@@ -99,6 +99,16 @@ def _since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def may_pause(payload: dict[str, Any]) -> bool:
+    """Whether a run of this input can stop for approval: only a tool that writes does (an
+    unknown tool ends with an error before any pause)."""
+    try:
+        tool = resolve_tool(str(payload.get("tool_id", "")), payload.get("parameters") or {})
+    except ToolException:
+        return False
+    return tool.name in WRITE_TOOLS
+
+
 # --- routing ---------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from context_kit_service.server.deps import StateDep
 from context_kit_service.server.errors import ServiceError, classify, log_error
 from context_kit_service.server.routes_ai import check_input_size
 from context_kit_service.server.schemas import AssistRequest, ThreadList, ThreadMessages, ThreadRef
-from context_kit_service.server.served import ServedGraph
+from context_kit_service.server.served import Graph, ServedGraph
 from context_kit_service.server.state import ServiceState
 
 router = APIRouter(prefix="/ai", tags=["assistant"])
@@ -38,7 +38,7 @@ def heartbeat() -> ServerSentEvent:
 
 async def _start(
     assistant: ServedGraph, body: AssistRequest, config: RunnableConfig
-) -> tuple[Any, RunnableConfig]:
+) -> tuple[Graph, Any, RunnableConfig]:
     """The turn (or the approval's answer) on the request's thread, through the adapter."""
     known = body.approval is None and bool(
         (await assistant.graph.aget_state(config)).values.get("messages")
@@ -114,9 +114,9 @@ async def stream_answer(
     connection cancels the graph, and with it the model call and any running tool."""
     started = time.perf_counter()
     try:
-        payload, config = await _start(assistant, body, config)
+        graph, payload, config = await _start(assistant, body, config)
         index = 0
-        stream = assistant.graph.astream(payload, config, stream_mode="messages")
+        stream = graph.astream(payload, config, stream_mode="messages")
         async for chunk, meta in in_own_task(stream):
             if _is_answer(chunk, meta):
                 yield sse({"type": "token", "token": chunk.text, "metadata": {"tokenIndex": index}})

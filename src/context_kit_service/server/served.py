@@ -20,7 +20,7 @@ there it is refused (`PendingApprovalError`, 409 NO_PENDING_APPROVAL) on every r
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableCo
 from langchain_core.runnables.config import patch_config
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
-from langgraph.types import Command
+from langgraph.types import Command, Durability
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
 from context_kit_service.configuration import check_run_config, configuration_specs
@@ -70,6 +70,11 @@ class GraphSpec:
     """The output says `status: pending_approval`, the `approval_request` and the `thread_id`."""
     thread_scope: str = ""
     """Put before a client's thread id in the checkpointer, so graphs never share a thread."""
+    may_pause: Callable[[dict[str, Any]], bool] | None = None
+    """Whether a run of this input can stop for approval; one that cannot runs without a
+    checkpointer and leaves nothing in the thread store (None: every run may)."""
+    durability: Durability | None = None
+    """When the checkpointer writes: "exit" only when the run ends or pauses."""
 
     def input_model(self) -> type[BaseModel]:
         state: type[BaseModel] = self.module.InputState
@@ -105,11 +110,23 @@ class GraphSpec:
 
 SPECS = (
     GraphSpec(
-        "tool_execution", "/graphs/tools", tool_execution, reports_pause=True, thread_scope="tools:"
+        "tool_execution",
+        "/graphs/tools",
+        tool_execution,
+        reports_pause=True,
+        thread_scope="tools:",
+        may_pause=tool_execution.may_pause,
+        durability="exit",
     ),
     GraphSpec("rag", "/graphs/rag", rag, threads=False),
     GraphSpec(
-        "generation", "/graphs/generate", generation, reports_pause=True, thread_scope="generate:"
+        "generation",
+        "/graphs/generate",
+        generation,
+        reports_pause=True,
+        thread_scope="generate:",
+        may_pause=generation.may_pause,
+        durability="exit",
     ),
     GraphSpec("assistant", "/graphs/assistant", assistant),
 )
@@ -157,13 +174,16 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         return configuration_specs()
 
-    async def start(self, input: Any, config: RunnableConfig | None) -> tuple[Any, RunnableConfig]:
-        """What to run the graph with, and the config: the input on its thread (a fresh one
-        when none is given), or the Command that answers the thread's pending approval."""
+    async def start(
+        self, input: Any, config: RunnableConfig | None
+    ) -> tuple[Graph, Any, RunnableConfig]:
+        """What to run: the graph (with the checkpointer unless the run cannot pause), and the
+        input on its thread (a fresh one when none is given), or the Command that answers the
+        thread's pending approval; and the config."""
         await check_run_config(config)
         payload = input.model_dump() if isinstance(input, BaseModel) else input
         if not self.spec.threads:
-            return payload, patch_config(config)
+            return self._template, payload, patch_config(config)
         configurable = dict((config or {}).get("configurable") or {})
         thread_id = configurable.get("thread_id") or uuid.uuid4().hex
         configurable["thread_id"] = self.spec.thread_scope + thread_id
@@ -171,10 +191,17 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         if not isinstance(payload, dict) or payload.get("approval") is None:
             if isinstance(payload, dict):
                 payload = {k: v for k, v in payload.items() if k != "approval"}
-            return payload, config
+            pauses = self.spec.may_pause is None or self.spec.may_pause(payload)
+            return (self.graph if pauses else self._template), payload, config
         if not (await self.graph.aget_state(config)).interrupts:
             raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
-        return Command(resume=Approval.model_validate(payload["approval"]).model_dump()), config
+        approval = Approval.model_validate(payload["approval"]).model_dump()
+        return self.graph, Command(resume=approval), config
+
+    def _options(self, graph: Graph) -> dict[str, Any]:
+        """How `graph` runs: the spec's durability, when it has a checkpointer to write."""
+        durable = self.spec.durability and graph.checkpointer
+        return {"durability": self.spec.durability} if durable else {}
 
     def plain_output(self, result: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The run's result as the output schema has it."""
@@ -188,21 +215,22 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
     async def ainvoke(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        payload, config = await self.start(input, config)
-        return self.plain_output(await self.graph.ainvoke(payload, config), config)
+        graph, payload, config = await self.start(input, config)
+        result = await graph.ainvoke(payload, config, **self._options(graph))
+        return self.plain_output(result, config)
 
     async def astream(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        payload, config = await self.start(input, config)
-        async for item in self.graph.astream(payload, config, **kwargs):
+        graph, payload, config = await self.start(input, config)
+        async for item in graph.astream(payload, config, **self._options(graph), **kwargs):
             yield item
 
     async def astream_log(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        payload, config = await self.start(input, config)
-        async for patch in self.graph.astream_log(payload, config, **kwargs):
+        graph, payload, config = await self.start(input, config)
+        async for patch in graph.astream_log(payload, config, **kwargs):
             yield patch
 
     async def astream_events(  # type: ignore[override]
@@ -211,9 +239,9 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         """The graph's events; the run's own final output is the output schema's, as `ainvoke`
         returns it (LangGraph reports the whole state there, LangChain messages included,
         which the JavaScript RemoteRunnable would rewrite)."""
-        payload, config = await self.start(input, config)
+        graph, payload, config = await self.start(input, config)
         root = None
-        async for event in self.graph.astream_events(payload, config, **kwargs):
+        async for event in graph.astream_events(payload, config, **kwargs):
             root = root or event["run_id"]
             output = event["data"].get("output")
             if (
@@ -247,9 +275,10 @@ class ReportingGraph(ServedGraph):
     async def _run(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        payload, config = await self.start(input, config)
+        graph, payload, config = await self.start(input, config)
         config = patch_config(config, callbacks=run_manager.get_child())
-        return self.plain_output(await self.graph.ainvoke(payload, config), config)
+        result = await graph.ainvoke(payload, config, **self._options(graph))
+        return self.plain_output(result, config)
 
     async def astream(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
