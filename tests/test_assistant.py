@@ -283,7 +283,7 @@ def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
     assert len(with_tools) < len(fit_to_window(system, conversation, model, budget=1000))
 
 
-async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
+async def test_the_retrieval_tool_searches_the_repository(make_settings) -> None:
     model = script(
         AIMessage(
             "",
@@ -304,10 +304,17 @@ async def test_the_retrieval_tool_searches_by_meaning(make_settings) -> None:
     )
     found = json.loads(out["messages"][2].content)
     assert [(hit["entity_id"], hit["entity_type"]) for hit in found] == [
-        ("T-002", "task"),
         ("US-002", "userstory"),
+        ("T-002", "task"),
     ]
-    assert set(found[0]) == {"entity_id", "entity_type", "title", "relevance_score", "excerpt"}
+    assert set(found[0]) == {
+        "entity_id",
+        "entity_type",
+        "title",
+        "relevance_score",
+        "excerpt",
+        "supporting",
+    }
 
 
 def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> None:

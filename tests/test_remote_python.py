@@ -79,7 +79,15 @@ def check_rag(output: dict[str, Any], completion_tokens: int) -> None:
         "completion_tokens": completion_tokens,
     }
     assert [sorted(s) for s in output["sources"]] == [
-        ["entity_id", "entity_type", "excerpt", "file_path", "relevance_score", "title"]
+        [
+            "entity_id",
+            "entity_type",
+            "excerpt",
+            "file_path",
+            "relevance_score",
+            "supporting",
+            "title",
+        ]
     ] * len(output["sources"])
 
 

@@ -93,7 +93,7 @@ test("RAG: invoke, batch, stream and streamEvents", async () => {
     );
     for (const source of output.sources) {
       assert.deepEqual(Object.keys(source).sort(), [
-        "entity_id", "entity_type", "excerpt", "file_path", "relevance_score", "title",
+        "entity_id", "entity_type", "excerpt", "file_path", "relevance_score", "supporting", "title",
       ]);
       assert.equal(typeof source.title, "string");
       assert.equal(typeof source.excerpt, "string");
