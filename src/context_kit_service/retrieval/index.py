@@ -107,15 +107,22 @@ class RepositoryIndex:
     # --- keeping in step -------------------------------------------------------------------
 
     def _embed(self, documents: list[Document], progress: Progress | None) -> np.ndarray:
+        """Vectors of `documents`, in their order. Texts are embedded shortest first, so a
+        batch holds texts of about one length (views and passages differ a lot) and little of
+        it is padding."""
+        order = sorted(range(len(documents)), key=lambda i: len(documents[i].page_content))
         parts = []
-        for start in range(0, len(documents), EMBED_BATCH):
-            batch = documents[start : start + EMBED_BATCH]
-            parts.append(
-                np.asarray(self.embeddings.embed_documents([d.page_content for d in batch]))
-            )
+        for start in range(0, len(order), EMBED_BATCH):
+            batch = [documents[i].page_content for i in order[start : start + EMBED_BATCH]]
+            parts.append(np.asarray(self.embeddings.embed_documents(batch)))
             if progress is not None:
                 progress(len(batch))
-        return np.vstack(parts) if parts else np.zeros((0, 0), dtype="float32")
+        if not parts:
+            return np.zeros((0, 0), dtype="float32")
+        stacked = np.vstack(parts)
+        vectors = np.empty_like(stacked)
+        vectors[order] = stacked
+        return vectors
 
     def sync(
         self,
