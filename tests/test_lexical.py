@@ -96,3 +96,20 @@ def test_a_copy_takes_changes_and_leaves_its_source_untouched(
 def test_a_committed_file_is_opened_read_only(index: LexicalIndex) -> None:
     with pytest.raises(sqlite3.OperationalError, match=r"readonly"):
         index.apply([], [(9, "more")])
+
+
+def test_a_word_in_most_passages_is_left_out_beside_a_rarer_one(tmp_path: Path) -> None:
+    """Past COMMON_MIN passages, ranking every passage of a very common word costs the most
+    and tells the least: a query keeps its rarer words; a query of common words only keeps
+    them all."""
+    from context_kit_service.retrieval.lexical import COMMON_MIN
+
+    size = COMMON_MIN * 2
+    index = LexicalIndex.create(tmp_path / "big.sqlite")
+    texts = {i: f"harbour call {i} moored at the quay" for i in range(size)}
+    texts[size] = "the Barrass formula for squat"
+    texts[size + 1] = "harbour harbour harbour dues"
+    index.apply([], texts.items())
+    assert [i for i, _ in index.search("harbour Barrass", 5)] == [size]
+    assert [i for i, _ in index.search("harbour", 1)] == [size + 1]
+    index.close()

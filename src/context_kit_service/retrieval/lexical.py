@@ -19,6 +19,12 @@ TOKENIZER = "porter unicode61 remove_diacritics 2"
 """Words split on anything but letters and digits, folded to lower case without accents,
 then Porter-stemmed: `ratified`, `ratifies` and `ratify` are one term."""
 MAX_QUERY_TERMS = 32
+COMMON_SHARE = 0.1
+COMMON_MIN = 1000
+"""A query word found in more than COMMON_SHARE of the passages, and in more than COMMON_MIN,
+is left out of the search when the query has a rarer one: its BM25 weight is small, and
+ranking every passage it is in is what a lexical query spends its time on in a large
+repository (a small one keeps every word)."""
 
 _STOPWORDS = """a about above after again all also am an and any are as at be because been
     before being below between both but by can could did do does doing down
@@ -77,6 +83,8 @@ class LexicalIndex:
             isolation_level=None,
         )
         self._lock = threading.Lock()
+        self._rows: int | None = None
+        """Passages in the file, counted once (a committed file never changes)."""
         if writable:
             self._db.execute("PRAGMA journal_mode=OFF")  # a staging file: a crash discards it
             self._db.execute("PRAGMA synchronous=OFF")  # fsynced once, when the file is done
@@ -106,6 +114,7 @@ class LexicalIndex:
         """Remove and add chunks (id, text) in one transaction. A contentless table forgets
         the texts, so a removal must pass the text that was added."""
         with self._lock:
+            self._rows = None
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO chunks(chunks, rowid, text) VALUES('delete', ?, ?)",
@@ -116,6 +125,24 @@ class LexicalIndex:
                 ((i, lexical_text(t)) for i, t in added),
             )
             self._db.execute("COMMIT")
+
+    def _telling(self, terms: list[str]) -> list[str]:
+        """`terms` without the common ones, unless every one is common."""
+        with self._lock:
+            if self._rows is None:
+                self._rows = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            cap = max(COMMON_MIN, int(self._rows * COMMON_SHARE))
+            if cap >= self._rows:
+                return terms
+            counts = [
+                self._db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT ?)",
+                    (term, cap + 1),
+                ).fetchone()[0]
+                for term in terms
+            ]
+        rare = [term for term, count in zip(terms, counts, strict=True) if count <= cap]
+        return rare or terms
 
     def ids(self) -> set[int]:
         with self._lock:
@@ -139,9 +166,10 @@ class LexicalIndex:
 
     def search(self, query: str, limit: int) -> list[tuple[int, float]]:
         """The `limit` best chunks for `query`: (id, BM25 score, higher is better)."""
-        expression = match_expression(query)
-        if expression is None or limit <= 0:
+        terms = query_terms(query)
+        if not terms or limit <= 0:
             return []
+        expression = " OR ".join(self._telling(terms))
         with self._lock:
             rows: Sequence[tuple[int, float]] = self._db.execute(
                 "SELECT rowid, -bm25(chunks) FROM chunks WHERE chunks MATCH ? "
