@@ -145,3 +145,54 @@ def test_one_changed_file_is_re_indexed_in_both_indexes(tmp_path: Path) -> None:
     assert (third.rebuilt, third.changed_files, third.embedded_chunks) == (False, 0, 0)
     assert reopened.lexical is not None
     assert reopened.lexical.ids() == index.lexical.ids()
+
+
+def test_replicas_sharing_a_data_dir_do_not_pull_the_ground_from_each_other(
+    tmp_path: Path,
+) -> None:
+    """Two indexes of one repository in one data dir (replicas): each save removes the other's
+    generation, and the other's next save still copies its lexical database (through its open
+    connection) and keeps the pair consistent."""
+    root = tmp_path / "repo"
+    shutil.copytree(PORT_REPO, root)
+    data = tmp_path / "data"
+    first = RepositoryIndex(root, data, DeterministicFakeEmbedding(size=16), "fake")
+    second = RepositoryIndex(root, data, DeterministicFakeEmbedding(size=16), "fake")
+    first.sync()
+    task = root / "contexts/tasks/T-009-encode-the-towage-matrix.yaml"
+    for turn, index in enumerate([second, first, second, first]):
+        task.write_text(task.read_text() + f"notes{turn}: turn {turn}\n")
+        stats = index.ensure_fresh()
+        assert stats is not None
+        assert stats.changed_files == 1
+        assert index.store is not None
+        assert index.lexical is not None
+        passages = {i for i, d in index.store.docs.items() if not d.metadata.get("view")}
+        assert index.lexical.ids() == passages
+        hits = index.lexical_hits(f"notes{turn}", 3)
+        assert [index.store.docs[i].metadata["entityId"] for i, _ in hits] == ["T-009"]
+
+
+def test_a_save_leaves_a_live_writers_staging_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from context_kit_service.retrieval import generations
+    from context_kit_service.retrieval.store import FaissStore
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (tmp_path / f".gen-aaaaaaaaaaaa.{live.pid}.tmp").mkdir(parents=True)
+        (tmp_path / f".gen-bbbbbbbbbbbb.{dead.pid}.tmp").mkdir()
+        (tmp_path / ".gen-cccccccccccc.tmp").mkdir()  # an older layout's leftover
+        store = FaissStore(DeterministicFakeEmbedding(size=8), 8)
+        folder = store.save(tmp_path, {"embeddingModel": "fake"})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["CURRENT", folder.name, f".gen-aaaaaaaaaaaa.{live.pid}.tmp"]
+        )
+        assert generations.read_current(tmp_path) == folder.name
+    finally:
+        live.kill()
+        live.wait()

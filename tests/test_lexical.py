@@ -84,7 +84,7 @@ def test_coverage_is_the_share_of_query_words_the_index_knows(index: LexicalInde
 def test_a_copy_takes_changes_and_leaves_its_source_untouched(
     index: LexicalIndex, tmp_path: Path
 ) -> None:
-    copy = LexicalIndex.create(tmp_path / "b.sqlite", source=tmp_path / "a.sqlite")
+    copy = LexicalIndex.create(tmp_path / "b.sqlite", source=index)
     copy.apply([(2, TEXTS[2])], [(5, "task T-008: Build the pilot order form")])
     assert copy.ids() == {1, 3, 4, 5}
     assert [i for i, _ in copy.search("Barrass pilot", 5)] == [5]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
+_WRITER = re.compile(r"^\..*\.(\d+)\.tmp$")
+"""Staging names end with the writing process's id: `.gen-<id>.<pid>.tmp`."""
 
 
 def read_current(directory: Path) -> str | None:
@@ -31,7 +34,7 @@ def read_current(directory: Path) -> str | None:
 def stage(directory: Path) -> Path:
     """A fresh, empty staging folder for the next generation."""
     directory.mkdir(parents=True, exist_ok=True)
-    staging = directory / f".gen-{uuid.uuid4().hex[:12]}.tmp"
+    staging = directory / f".gen-{uuid.uuid4().hex[:12]}.{os.getpid()}.tmp"
     staging.mkdir()
     return staging
 
@@ -43,22 +46,37 @@ def commit(staging: Path, manifest: dict[str, Any]) -> Path:
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for path in staging.iterdir():
         _fsync(path)
-    generation = staging.name.removeprefix(".").removesuffix(".tmp")
+    generation = staging.name.removeprefix(".").split(".")[0]
     os.replace(staging, directory / generation)
     _fsync_dir(directory)
-    pointer = directory / f".{CURRENT}.{generation}.tmp"
+    pointer = directory / f".{CURRENT}.{generation}.{os.getpid()}.tmp"
     pointer.write_text(generation, encoding="utf-8")
     _fsync(pointer)
     os.replace(pointer, directory / CURRENT)
     _fsync_dir(directory)
     for stale in directory.iterdir():
-        if stale.name in (CURRENT, generation):
+        if stale.name in (CURRENT, generation) or _in_progress(stale):
             continue
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
     return directory / generation
+
+
+def _in_progress(path: Path) -> bool:
+    """A staging folder or pointer that a live process is writing (replicas share the data
+    dir); one whose writer is gone was left by a crash and may go."""
+    match = _WRITER.match(path.name)
+    if match is None or int(match.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
 
 
 def current(directory: Path) -> tuple[Path, dict[str, Any]] | None:

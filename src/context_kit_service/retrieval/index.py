@@ -58,8 +58,6 @@ class RepositoryIndex:
         self.model_id = model_id
         self.store: FaissStore | None = None
         self.lexical: LexicalIndex | None = None
-        self.folder: Path | None = None
-        """The generation both indexes were read from or last written to."""
         self.files: dict[str, str] = {}
         self.signature: Signature | None = None
         self.chunks_of: dict[str, list[int]] = {}
@@ -82,7 +80,7 @@ class RepositoryIndex:
         store = FaissStore.read(folder, manifest, self.embeddings)
         if store is None:
             return
-        self.store, self.files, self.folder = store, dict(manifest.get("files", {})), folder
+        self.store, self.files = store, dict(manifest.get("files", {}))
         lexical = manifest.get("lexical") or {}
         if lexical.get("tokenizer") == TOKENIZER and (folder / LEXICAL_FILE).is_file():
             self.lexical = LexicalIndex(folder / LEXICAL_FILE)
@@ -101,7 +99,7 @@ class RepositoryIndex:
         """Drop what is in memory: the next sync reads the index from disk again."""
         if self.lexical is not None:
             self.lexical.close()
-        self.store, self.lexical, self.folder, self.files = None, None, None, {}
+        self.store, self.lexical, self.files = None, None, {}
         self.signature, self.chunks_of, self._loaded = None, {}, False
 
     # --- keeping in step -------------------------------------------------------------------
@@ -176,7 +174,7 @@ class RepositoryIndex:
         store.delete([str(i) for i in stale])
         added = zip(store.add_vectors(new_docs, vectors), new_docs, strict=True)
         staging = generations.stage(self.directory)
-        previous = self.folder / LEXICAL_FILE if self.folder and self.lexical else None
+        previous = self.lexical
         lexical = LexicalIndex.create(staging / LEXICAL_FILE, source=previous)
         try:
             if previous is None:  # new, or no lexical index yet: every passage
@@ -195,7 +193,7 @@ class RepositoryIndex:
         folder = generations.commit(staging, manifest)
         if self.lexical is not None:
             self.lexical.close()
-        self.files, self.folder = hashes, folder
+        self.files = hashes
         self.lexical = LexicalIndex(folder / LEXICAL_FILE)
         self._map_chunks()
 

@@ -94,16 +94,17 @@ class LexicalIndex:
             )
 
     @classmethod
-    def create(cls, path: Path, source: Path | None = None) -> LexicalIndex:
-        """A writable database at `path`: a copy of `source` when given, else empty."""
+    def create(cls, path: Path, source: LexicalIndex | None = None) -> LexicalIndex:
+        """A writable database at `path`: a copy of `source` when given, else empty. The copy
+        reads through the source's open connection, so it works even when another process
+        has already replaced and removed the source's generation."""
         if source is not None:
-            old = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
             target = sqlite3.connect(path)
             try:
-                old.backup(target)
+                with source._lock:
+                    source._db.backup(target)
             finally:
                 target.close()
-                old.close()
         return cls(path, writable=True)
 
     def close(self) -> None:
