@@ -28,7 +28,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, Field
@@ -239,14 +238,14 @@ def _diversify(
     """Maximal marginal relevance over the best 4 × k groups (their representative chunks)."""
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
+    from context_kit_service.retrieval.store import normalise
+
     assert index.store is not None
     candidates = groups[: k * 4]
     if not candidates:
         return []
     vectors = index.store.vectors([_representative(g, index.chunks_of) for g in candidates])
-    norm = np.asarray(query, dtype="float32")
-    norm = norm / (np.linalg.norm(norm) or 1.0)
-    chosen = maximal_marginal_relevance(norm, list(vectors), lambda_mult=0.5, k=k)
+    chosen = maximal_marginal_relevance(normalise(query)[0], list(vectors), lambda_mult=0.5, k=k)
     return [candidates[i] for i in chosen]
 
 

@@ -32,7 +32,7 @@ INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.json"
 
 
-def _normalise(vectors: Sequence[Sequence[float]] | Sequence[float] | np.ndarray) -> np.ndarray:
+def normalise(vectors: Sequence[Sequence[float]] | Sequence[float] | np.ndarray) -> np.ndarray:
     matrix = np.asarray(vectors, dtype="float32")
     if matrix.ndim == 1:
         matrix = matrix[None, :]
@@ -114,7 +114,7 @@ class FaissStore(VectorStore):
         ids = np.arange(self.next_id, self.next_id + len(documents), dtype="int64")
         self.next_id += len(documents)
         if len(documents):
-            self.index.add_with_ids(_normalise(vectors), ids)
+            self.index.add_with_ids(normalise(vectors), ids)
         for doc_id, document in zip(ids, documents, strict=True):
             self.docs[int(doc_id)] = document
         if not self.is_hnsw and len(self.docs) > self.hnsw_threshold:
@@ -159,7 +159,7 @@ class FaissStore(VectorStore):
         """The `k` nearest documents passing `keep`: (id, document, cosine similarity)."""
         if not self.docs or k <= 0:
             return []
-        query = _normalise(vector)
+        query = normalise(vector)
         want = k
         while True:
             fetch = min(self.index.ntotal, want + len(self.tombstones))
@@ -208,7 +208,7 @@ class FaissStore(VectorStore):
         if not candidates:
             return []
         vectors = self.vectors([i for i, _, _ in candidates])
-        query = _normalise(embedding)[0]
+        query = normalise(embedding)[0]
         chosen = maximal_marginal_relevance(query, list(vectors), lambda_mult=lambda_mult, k=k)
         return [(candidates[i][1], candidates[i][2]) for i in chosen]
 
