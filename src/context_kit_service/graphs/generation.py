@@ -35,7 +35,6 @@ from context_kit_service.repository.model import (
     Entity,
     Repository,
     builtin_repository,
-    repository_signature,
 )
 from context_kit_service.repository.types import ENTITY_TYPES, EntityTypeName, builtin_schema
 from context_kit_service.repository.yaml_io import dump_new
@@ -227,7 +226,7 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
     embeddings = embeddings_for(config)
 
     def load_and_search() -> tuple[Repository, list[Source], list[Source]]:
-        signature = repository_signature(root)  # one scan serves both the model and the index
+        signature = repositories.signature(root)  # serves both the model and the index
         repo = repositories.get(root, signature)
         found = search(
             settings, root, state.user_prompt, top_k=12, signature=signature, embeddings=embeddings

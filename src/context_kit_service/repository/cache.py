@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from context_kit_service.repository.model import (
@@ -11,18 +12,45 @@ from context_kit_service.repository.model import (
     load_repository,
     repository_signature,
 )
+from context_kit_service.repository.watch import Watch
+
+MAX_WATCHED = 16
+"""Repositories watched at once; the least recently used beyond that is scanned instead."""
 
 
 class RepositoryCache:
-    """Keeps one loaded `Repository` per root; reloads it when its files' signature changes."""
+    """Keeps one loaded `Repository` per root; reloads it when its files' signature changes.
+
+    While watching is on (the service's lifespan turns it on), a repository's signature comes
+    from a `Watch` and is recomputed only after a file event under it; otherwise every
+    `signature` call scans the repository's files.
+    """
 
     def __init__(self) -> None:
         self._loaded: dict[Path, Repository] = {}
+        self._watches: OrderedDict[Path, Watch] = OrderedDict()
+        self._watchers = 0
+        """How many running services asked for watching (each app's lifespan counts once)."""
         self._lock = threading.Lock()
+
+    def signature(self, root: Path) -> Signature:
+        """The signature of `root`'s files as they are now."""
+        with self._lock:
+            watch = self._watch(root) if self._watchers else None
+        return watch.signature() if watch is not None else repository_signature(root)
+
+    def _watch(self, root: Path) -> Watch:
+        watch = self._watches.get(root)
+        if watch is None:
+            watch = self._watches[root] = Watch(root)
+            if len(self._watches) > MAX_WATCHED:
+                self._watches.popitem(last=False)[1].close()
+        self._watches.move_to_end(root)
+        return watch
 
     def get(self, root: Path, signature: Signature | None = None) -> Repository:
         """The repository as it is now; pass `signature` when it was just computed."""
-        signature = repository_signature(root) if signature is None else signature
+        signature = self.signature(root) if signature is None else signature
         with self._lock:
             cached = self._loaded.get(root)
             if cached is not None and cached.signature == signature:
@@ -37,12 +65,26 @@ class RepositoryCache:
         """Drop the snapshot of `root`: the next `get` loads it again (called after a write)."""
         with self._lock:
             self._loaded.pop(root, None)
+            watch = self._watches.get(root)
+        if watch is not None:
+            watch.mark_changed()
 
     def peek(self, root: Path) -> Repository:
         """The last loaded snapshot (no freshness check); loads it when there is none."""
         with self._lock:
             cached = self._loaded.get(root)
         return cached if cached is not None else self.get(root)
+
+    def watch(self, on: bool) -> None:
+        """Turn watching on (a service starts) or off (it stops; when no service is left
+        running, every watch is closed)."""
+        with self._lock:
+            self._watchers = max(0, self._watchers + (1 if on else -1))
+            watches = [] if self._watchers else list(self._watches.values())
+            if not self._watchers:
+                self._watches.clear()
+        for watch in watches:
+            watch.close()
 
 
 repositories = RepositoryCache()

@@ -394,13 +394,20 @@ def _markdown_title(path: Path, text: str) -> str:
 
 
 def repository_signature(root: Path) -> Signature:
-    """Cheap fingerprint of every file the model reads (path, size, mtime in ns).
+    """Cheap fingerprint of every file the model reads (path, size, mtime in ns)."""
+    return scan_repository(root)[0]
 
-    Runs before every query, so it sticks to `os.scandir`/`os.stat` on plain strings.
+
+def scan_repository(root: Path) -> tuple[Signature, tuple[str, ...]]:
+    """The signature, and every directory read to make it (what a watch must follow).
+
+    Runs before a query when nothing watches the repository, so it sticks to
+    `os.scandir`/`os.stat` on plain strings.
     """
     base = str(root)
     prefix = len(base) + 1
     found: list[tuple[str, int, int, int]] = []
+    directories: list[str] = []
 
     def add(path: str) -> None:
         try:
@@ -418,9 +425,11 @@ def repository_signature(root: Path) -> Signature:
             )
         except OSError:
             continue
+        directories.append(directory)
         for path in entries:
             add(path)
     for directory, dirs, names in os.walk(base):
+        directories.append(directory)
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
         for name in sorted(names):
             if name.endswith(DOCUMENT_SUFFIXES):
@@ -428,11 +437,14 @@ def repository_signature(root: Path) -> Signature:
     for name in IGNORE_FILES:
         add(os.path.join(base, name))
     schema_dir = os.path.join(base, SCHEMAS_DIR)
+    if os.path.isdir(os.path.dirname(schema_dir)):
+        directories.append(os.path.dirname(schema_dir))
     if os.path.isdir(schema_dir):
+        directories.append(schema_dir)
         for name in sorted(os.listdir(schema_dir)):
             if name.endswith(".schema.json"):
                 add(os.path.join(schema_dir, name))
-    return tuple(found)
+    return tuple(found), tuple(sorted(set(directories)))
 
 
 def load_repository(root: Path | str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Repository:

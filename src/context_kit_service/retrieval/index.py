@@ -4,7 +4,8 @@ the repository's files.
 `sync` re-embeds and re-indexes only the files whose chunks changed (and drops removed
 files) and writes both indexes into one new generation, so they always load as a consistent
 pair; a changed embedding model or dimension rebuilds everything. `ensure_fresh` is the
-cheap check before a query: a stat of every file, and a sync only when something changed.
+cheap check before a query: the repository's signature (from its watch while the service
+runs, else a stat of every file), and a sync only when something changed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from langchain_core.embeddings import Embeddings
 
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import data_name
-from context_kit_service.repository.model import Signature, repository_signature
+from context_kit_service.repository.model import Signature
 from context_kit_service.retrieval import generations
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
@@ -132,7 +133,7 @@ class RepositoryIndex:
         started = time.perf_counter()
         with self._lock:
             self._load()
-            signature = repository_signature(self.root) if signature is None else signature
+            signature = repositories.signature(self.root) if signature is None else signature
             chunks = repository_chunks(repositories.get(self.root, signature))
             hashes = {path: file_hash(docs) for path, docs in chunks.items()}
             rebuilt = self.store is None
@@ -198,8 +199,8 @@ class RepositoryIndex:
         self._map_chunks()
 
     def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:
-        """Sync when any file changed since the last sync (a stat per file otherwise)."""
-        signature = repository_signature(self.root) if signature is None else signature
+        """Sync when any file changed since the last sync."""
+        signature = repositories.signature(self.root) if signature is None else signature
         if self.signature is not None and signature == self.signature:
             return None
         return self.sync(signature=signature)

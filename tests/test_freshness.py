@@ -1,0 +1,144 @@
+"""Freshness without scanning: a watch marks a repository changed, queries only check it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+from context_kit_service.repository.cache import RepositoryCache
+from context_kit_service.repository.model import repository_signature, scan_repository
+from context_kit_service.repository.watch import Watch
+
+NEW_TASK = """id: T-900
+title: Calibrate the quokkameter
+status: todo
+related:
+  feature: FEAT-003
+"""
+
+
+def wait_for(condition: object, timeout: float = 1.0) -> float:
+    """Seconds until `condition()` holds; fails past `timeout`."""
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not seen within {timeout}s")
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def test_the_scan_names_the_directories_it_reads_and_no_symlinked_one(sample_copy: Path) -> None:
+    (sample_copy / "docs" / "everything").symlink_to("/", target_is_directory=True)
+    (sample_copy / "node_modules" / "pkg").mkdir(parents=True)
+    signature, directories = scan_repository(sample_copy)
+    assert signature == repository_signature(sample_copy)
+    relative = sorted(os.path.relpath(d, sample_copy) for d in directories)
+    assert relative == [
+        ".",
+        ".context",
+        ".context/schemas",
+        "contexts",
+        "contexts/features",
+        "contexts/governance",
+        "contexts/packages",
+        "contexts/services",
+        "contexts/specs",
+        "contexts/tasks",
+        "contexts/userstories",
+        "docs",
+    ]
+
+
+def test_a_watched_signature_comes_from_memory_until_a_file_changes(sample_copy: Path) -> None:
+    watch = Watch(sample_copy)
+    try:
+        first = watch.signature()
+        assert watch.watching
+        assert watch.signature() is first  # no event, no scan
+        target = sample_copy / "contexts" / "tasks" / "T-900-calibrate.yaml"
+        target.write_text(NEW_TASK)
+        wait_for(lambda: watch.signature() is not first)
+        assert watch.signature() == repository_signature(sample_copy)
+        assert "contexts/tasks/T-900-calibrate.yaml" in [entry[0] for entry in watch.signature()]
+    finally:
+        watch.close()
+
+
+def test_a_new_folder_is_watched_too(sample_copy: Path) -> None:
+    """Folders are watched one by one: one made later is followed after the next scan."""
+    watch = Watch(sample_copy)
+    try:
+        watch.signature()
+        (sample_copy / "docs" / "notes").mkdir()
+        time.sleep(0.3)  # the folder's event arrives; the next call scans and follows it
+        before = watch.signature()
+        (sample_copy / "docs" / "notes" / "FEAT-001-notes.md").write_text("# FEAT-001 notes\n")
+        wait_for(lambda: watch.signature() is not before)
+        assert "docs/notes/FEAT-001-notes.md" in [entry[0] for entry in watch.signature()]
+    finally:
+        watch.close()
+
+
+def test_a_closed_watch_scans_on_every_call(sample_copy: Path) -> None:
+    watch = Watch(sample_copy)
+    watch.signature()
+    watch.close()
+    assert not watch.watching
+    (sample_copy / "contexts" / "tasks" / "T-900-calibrate.yaml").write_text(NEW_TASK)
+    assert watch.signature() == repository_signature(sample_copy)
+
+
+def test_a_write_by_the_service_is_seen_at_once(sample_copy: Path) -> None:
+    cache = RepositoryCache()
+    cache.watch(True)
+    try:
+        assert "T-900" not in cache.get(sample_copy).entities
+        (sample_copy / "contexts" / "tasks" / "T-900-calibrate.yaml").write_text(NEW_TASK)
+        cache.forget(sample_copy)  # what every write path calls
+        assert cache.get(sample_copy).entities["T-900"].title == "Calibrate the quokkameter"
+    finally:
+        cache.watch(False)
+
+
+def test_an_edit_is_seen_by_the_next_query_of_the_running_service_within_a_second(
+    tmp_path: Path, sample_copy: Path
+) -> None:
+    """The real service: one file written behind its back, then tool and RAG queries."""
+    from tests.fake_providers import serve_fake_providers
+    from tests.service_process import start
+
+    with serve_fake_providers() as (fake_url, _):
+        env = {
+            "CKS_PROVIDER": "openai",
+            "CKS_MODEL": "agent",
+            "CKS_BASE_URL": f"{fake_url}/v1",
+            "CKS_API_KEY": "test-key",
+            "CKS_EMBEDDINGS_PROVIDER": "openai",
+            "CKS_REPO_PATH": str(sample_copy),
+        }
+        service = start(tmp_path / "data", env=env, timeout=60)
+        try:
+            with httpx.Client(base_url=service.url, timeout=30) as client:
+
+                def search() -> list[str]:
+                    body = {"toolId": "context.search", "parameters": {"query": "quokkameter"}}
+                    response = client.post("/ai/tools/execute", json=body)
+                    assert response.status_code == 200, response.text
+                    return [hit["id"] for hit in response.json()["result"]["results"]]
+
+                def rag_sources() -> list[str]:
+                    body = {"query": "Who calibrates the quokkameter?", "topK": 1}
+                    response = client.post("/ai/rag/query", json=body)
+                    assert response.status_code == 200, response.text
+                    return [source["entityId"] for source in response.json()["sources"]]
+
+                assert search() == []
+                assert rag_sources() != ["T-900"]
+                (sample_copy / "contexts" / "tasks" / "T-900-calibrate.yaml").write_text(NEW_TASK)
+                wait_for(lambda: search() == ["T-900"], timeout=1.0)
+                assert rag_sources() == ["T-900"]
+        finally:
+            service.stop()
