@@ -106,6 +106,21 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="PostgreSQL URL for the conversation checkpointer (SQLite if empty)."
     )
+    thread_max_age_days: float = Field(
+        90.0,
+        ge=0,
+        description="Threads (conversations and paused changes) untouched this many days are "
+        "deleted in the background; 0 keeps them whatever their age.",
+    )
+    thread_max_count: int = Field(
+        1000,
+        ge=0,
+        description="The most threads kept; beyond it the least recently used are deleted in "
+        "the background; 0 keeps any number.",
+    )
+    thread_prune_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between background passes that delete old threads."
+    )
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free port).")

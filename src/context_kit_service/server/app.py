@@ -14,7 +14,8 @@ from langchain_core.runnables import RunnableConfig
 from langserve import add_routes
 
 from context_kit_service import __version__
-from context_kit_service.checkpointer import open_checkpointer
+from context_kit_service.checkpointer import open_checkpointer, pruning
+from context_kit_service.repository.cache import repositories
 from context_kit_service.server import routes_ai, routes_assist, routes_health
 from context_kit_service.server.docs import install_docs
 from context_kit_service.server.errors import install_error_handlers
@@ -68,14 +69,20 @@ def add_middleware(app: FastAPI, settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The checkpointer, open for the service's life and attached to the threaded graphs."""
+    """The checkpointer, open for the service's life, attached to the threaded graphs and
+    pruned in the background; repositories watched for changes while the service runs."""
     state: ServiceState = app.state.service
     state.settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_checkpointer(state.settings) as checkpointer:
+    async with (
+        open_checkpointer(state.settings) as checkpointer,
+        pruning(checkpointer, state.settings),
+    ):
         state.attach(checkpointer)
+        repositories.watch(True)
         try:
             yield
         finally:
+            repositories.watch(False)
             state.attach(None)
 
 
