@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import StreamMode
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from context_kit_service.graphs.assistant import ANSWER_TAG, describe_proposal, plain_message
@@ -39,31 +40,37 @@ def heartbeat() -> ServerSentEvent:
 async def _start(
     assistant: ServedGraph, body: AssistRequest, config: RunnableConfig
 ) -> tuple[Graph, Any, RunnableConfig]:
-    """The turn (or the approval's answer) on the request's thread, through the adapter."""
+    """The turn (or the approval's answer) on the request's thread, through the adapter: the
+    request's one read of the thread's state (does the service know it already?)."""
     known = body.approval is None and bool(
         (await assistant.graph.aget_state(config)).values.get("messages")
     )
     return await assistant.start(body.graph_input(thread_known=known), config)
 
 
-async def _last_event(
-    assistant: ServedGraph, body: AssistRequest, config: RunnableConfig, tokens: int, started: float
+def _last_event(
+    body: AssistRequest,
+    config: RunnableConfig,
+    values: dict[str, Any],
+    interrupts: tuple[Any, ...],
+    tokens: int,
+    started: float,
 ) -> ServerSentEvent:
     """`complete` with the final reply, or for a paused write `complete` saying in words what
-    waits for approval (an `approval` event when the request opted in)."""
-    snapshot = await assistant.graph.aget_state(config)
-    final = snapshot.values["messages"][-1]
+    waits for approval (an `approval` event when the request opted in). `values` is the
+    run's last state and `interrupts` its pause, both from the stream itself."""
+    final = values["messages"][-1]
     usage = getattr(final, "usage_metadata", None) or {}
     metadata = {
         "totalTokens": int(usage.get("output_tokens", tokens)),
         "durationMs": round((time.perf_counter() - started) * 1000, 3),
         "threadId": config["configurable"]["thread_id"],
     }
-    if snapshot.values.get("model"):  # an optional field is left out, never null
-        metadata["model"] = snapshot.values["model"]
-    if not snapshot.interrupts:
+    if values.get("model"):  # an optional field is left out, never null
+        metadata["model"] = values["model"]
+    if not interrupts:
         return sse({"type": "complete", "fullContent": final.text, "metadata": metadata})
-    request = snapshot.interrupts[0].value
+    request = interrupts[0].value
     if body.approval_events:
         thread = {"threadId": metadata["threadId"]}
         return sse({"type": "approval", "request": request, "metadata": thread})
@@ -115,13 +122,20 @@ async def stream_answer(
     started = time.perf_counter()
     try:
         graph, payload, config = await _start(assistant, body, config)
-        index = 0
-        stream = graph.astream(payload, config, stream_mode="messages")
-        async for chunk, meta in in_own_task(stream):
-            if _is_answer(chunk, meta):
-                yield sse({"type": "token", "token": chunk.text, "metadata": {"tokenIndex": index}})
+        index, interrupts = 0, ()
+        values: dict[str, Any] = {}
+        modes: list[StreamMode] = ["messages", "values"]
+        stream = graph.astream(payload, config, stream_mode=modes, **assistant.options(graph))
+        async for mode, item in in_own_task(stream):
+            if mode == "values":
+                interrupts = item.get("__interrupt__", ())
+                values = values if interrupts else item
+            elif _is_answer(*item):
+                yield sse(
+                    {"type": "token", "token": item[0].text, "metadata": {"tokenIndex": index}}
+                )
                 index += 1
-        yield await _last_event(assistant, body, config, index, started)
+        yield _last_event(body, config, values, interrupts, index, started)
     except Exception as exc:
         classified = classify(exc)
         log_error(exc, classified)

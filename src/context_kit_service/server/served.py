@@ -128,7 +128,7 @@ SPECS = (
         may_pause=generation.may_pause,
         durability="exit",
     ),
-    GraphSpec("assistant", "/graphs/assistant", assistant),
+    GraphSpec("assistant", "/graphs/assistant", assistant, durability="exit"),
 )
 
 
@@ -198,7 +198,7 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         approval = Approval.model_validate(payload["approval"]).model_dump()
         return self.graph, Command(resume=approval), config
 
-    def _options(self, graph: Graph) -> dict[str, Any]:
+    def options(self, graph: Graph) -> dict[str, Any]:
         """How `graph` runs: the spec's durability, when it has a checkpointer to write."""
         durable = self.spec.durability and graph.checkpointer
         return {"durability": self.spec.durability} if durable else {}
@@ -216,21 +216,21 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         graph, payload, config = await self.start(input, config)
-        result = await graph.ainvoke(payload, config, **self._options(graph))
+        result = await graph.ainvoke(payload, config, **self.options(graph))
         return self.plain_output(result, config)
 
     async def astream(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         graph, payload, config = await self.start(input, config)
-        async for item in graph.astream(payload, config, **self._options(graph), **kwargs):
+        async for item in graph.astream(payload, config, **self.options(graph), **kwargs):
             yield item
 
     async def astream_log(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         graph, payload, config = await self.start(input, config)
-        async for patch in graph.astream_log(payload, config, **kwargs):
+        async for patch in graph.astream_log(payload, config, **self.options(graph), **kwargs):
             yield patch
 
     async def astream_events(  # type: ignore[override]
@@ -241,7 +241,7 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         which the JavaScript RemoteRunnable would rewrite)."""
         graph, payload, config = await self.start(input, config)
         root = None
-        async for event in graph.astream_events(payload, config, **kwargs):
+        async for event in graph.astream_events(payload, config, **self.options(graph), **kwargs):
             root = root or event["run_id"]
             output = event["data"].get("output")
             if (
@@ -277,7 +277,7 @@ class ReportingGraph(ServedGraph):
     ) -> dict[str, Any]:
         graph, payload, config = await self.start(input, config)
         config = patch_config(config, callbacks=run_manager.get_child())
-        result = await graph.ainvoke(payload, config, **self._options(graph))
+        result = await graph.ainvoke(payload, config, **self.options(graph))
         return self.plain_output(result, config)
 
     async def astream(
