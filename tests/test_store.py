@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from context_kit_service.retrieval.generations import read_current
-from context_kit_service.retrieval.store import FaissStore
+from context_kit_service.retrieval.store import HNSW_EF_SEARCH, FaissStore
 
 EMBEDDING = DeterministicFakeEmbedding(size=32)
 
@@ -70,6 +71,17 @@ def test_hnsw_above_the_threshold_with_tombstones() -> None:
     store.delete(["4", "5", "6"])  # more than a fifth: rebuilt without tombstones
     assert (store.tombstones, len(store)) == (set(), 8)
     assert store.similarity_search("doc-7", k=1)[0].page_content == "doc-7"
+
+
+def test_an_hnsw_index_written_with_another_ef_search_searches_with_the_chosen_one(
+    tmp_path: Path,
+) -> None:
+    store = _store(*[f"doc-{i}" for i in range(12)], hnsw_threshold=10)
+    faiss.downcast_index(store.index.index).hnsw.efSearch = 7
+    store.save(tmp_path, {"embeddingModel": "fake:32", "files": {}})
+    loaded = FaissStore.load(tmp_path, EMBEDDING)
+    assert loaded is not None
+    assert faiss.downcast_index(loaded[0].index.index).hnsw.efSearch == HNSW_EF_SEARCH == 64
 
 
 def test_save_and_load_round_trip_without_pickle(tmp_path: Path) -> None:

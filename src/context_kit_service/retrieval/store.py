@@ -28,6 +28,9 @@ FORMAT_VERSION = 2
 """2: chunks say whether they come from a derived document and which entities it restates."""
 HNSW_THRESHOLD = 20_000
 HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 64
+"""Chosen by bench/hnsw.py on 100k real MiniLM embeddings (README: HNSW tuning)."""
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.json"
 
@@ -78,8 +81,8 @@ class FaissStore(VectorStore):
         base: Any
         if hnsw:
             base = faiss.IndexHNSWFlat(self.dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            base.hnsw.efConstruction = 80
-            base.hnsw.efSearch = 64
+            base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            base.hnsw.efSearch = HNSW_EF_SEARCH
         else:
             base = faiss.IndexFlatIP(self.dimension)
         return faiss.IndexIDMap2(base)
@@ -278,6 +281,9 @@ class FaissStore(VectorStore):
         except (OSError, ValueError, RuntimeError, KeyError):
             return None
         store.index = index
+        if store.is_hnsw:  # an index written with another efSearch searches with today's
+            hnsw: Any = faiss.downcast_index(store.index.index)
+            hnsw.hnsw.efSearch = HNSW_EF_SEARCH
         store.next_id = int(meta["nextId"])
         store.tombstones = {int(i) for i in meta["tombstones"]}
         store.docs = {
