@@ -72,8 +72,10 @@ bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/repository.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/hnsw.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/streaming.py
+	$(BIN)/python bench/peers.py
 
 # Refresh the pinned versions after changing pyproject.toml's dependencies.
 lock:
