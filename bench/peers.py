@@ -18,7 +18,7 @@ The issue 17 targets are checked at the end. (LangServe's time to first token is
 `on_chat_model_stream` event, which a tool call's chunks also send: it comes before any
 answer text.)
 
-    .venv/bin/python bench/peers.py [--seconds 4] [--clients 1,16] [--graphs tools,rag,assistant]
+    .venv/bin/python bench/peers.py [--seconds 8] [--clients 1,16] [--graphs tools,rag,assistant]
 """
 
 from __future__ import annotations
@@ -92,6 +92,15 @@ class Result:
     cpu_ms: float
     latencies: list[float]
     first_tokens: list[float]
+
+    def __add__(self, other: Result) -> Result:
+        return Result(
+            self.requests + other.requests,
+            self.seconds + other.seconds,
+            self.cpu_ms + other.cpu_ms,
+            self.latencies + other.latencies,
+            self.first_tokens + other.first_tokens,
+        )
 
     def row(self) -> dict[str, float]:
         ms = np.array(self.latencies) * 1000
@@ -256,7 +265,7 @@ def fake_model_main() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per target and load")
     parser.add_argument("--clients", default="1,16")
     parser.add_argument("--graphs", default="tools,rag,assistant")
     args = parser.parse_args()
@@ -304,6 +313,11 @@ def main() -> None:
 Rows = dict[tuple[str, int, str], dict[str, float]]
 
 
+ROUNDS = 4
+"""Each target's time is split into this many turns, the targets taking turns, so that a
+drift of the machine's speed during the run weighs on every target alike."""
+
+
 async def run_all(
     targets: dict[str, tuple[str, int]], graphs: list[str], clients: list[int], seconds: float
 ) -> Rows:
@@ -313,11 +327,16 @@ async def run_all(
     for scenario in graphs:
         calls = CALLS[scenario]
         for count in clients:
-            result = await load_in_process(scenario, count, seconds)
-            rows[scenario, count, "in-process"] = result.row()
-            for kind, (url, pid) in targets.items():
-                result = await load_http(url, pid, calls[kind], count, seconds)
-                rows[scenario, count, kind] = result.row()
+            totals: dict[str, Result] = {}
+            for _ in range(ROUNDS):
+                turn = seconds / ROUNDS
+                results = {"in-process": await load_in_process(scenario, count, turn)}
+                for kind, (url, pid) in targets.items():
+                    results[kind] = await load_http(url, pid, calls[kind], count, turn)
+                for kind, result in results.items():
+                    totals[kind] = totals[kind] + result if kind in totals else result
+            for kind, total in totals.items():
+                rows[scenario, count, kind] = total.row()
     return rows
 
 

@@ -147,7 +147,7 @@ async def raw_stream(url: str, delay: float) -> list[tuple[float, float]]:
 async def concurrency(url: str, tokens: int) -> None:
     """Streams arrive over 2 s and each lasts tokens/20 s; lateness is measured while all of
     them are open (the steady state), and over the whole run."""
-    for streams in (100, 200, 300, 400):
+    for streams in (25, 50, 100, 200, 300, 400):
         runs = await asyncio.gather(*[raw_stream(url, 2.0 * i / streams) for i in range(streams)])
         all_open = max(pairs[0][1] for pairs in runs if pairs)
         first_done = min(pairs[-1][1] for pairs in runs if pairs)
