@@ -82,6 +82,19 @@ def queries(embeddings: LocalEmbeddings, held_out: np.ndarray) -> np.ndarray:
     return normalise(np.vstack([asked, held_out]))
 
 
+def report(
+    name: str, index: faiss.Index, built: float, probes: np.ndarray, truth: np.ndarray
+) -> tuple[str, float, float]:
+    """One setting's line; returns (name, recall, p50)."""
+    recall, p50, p99 = measure(index, probes, truth)
+    megabytes = faiss.serialize_index(index).nbytes / 1e6
+    print(
+        f"{name:<26}recall {recall:.3f}  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  "
+        f"built {built:5.1f} s  {megabytes:5.0f} MB"
+    )
+    return name, recall, p50
+
+
 def measure(index: faiss.Index, probes: np.ndarray, truth: np.ndarray) -> tuple[float, ...]:
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -120,16 +133,10 @@ def main() -> None:
             started = time.perf_counter()
             index.add(corpus)
             built = time.perf_counter() - started
-            megabytes = faiss.serialize_index(index).nbytes / 1e6
             for ef_search in (16, 24, 32, 48, 64):
                 index.hnsw.efSearch = ef_search
-                recall, p50, p99 = measure(index, probes, truth)
                 name = f"hnsw M={m} efC={ef_construction} efS={ef_search}"
-                results.append((name, recall, p50))
-                print(
-                    f"{name:<26}recall {recall:.3f}  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  "
-                    f"built {built:5.1f} s  {megabytes:5.0f} MB"
-                )
+                results.append(report(name, index, built, probes, truth))
     for nlist in (256, 1024):
         quantizer = faiss.IndexFlatIP(corpus.shape[1])
         index = faiss.IndexIVFFlat(quantizer, corpus.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
@@ -137,15 +144,10 @@ def main() -> None:
         index.train(corpus)
         index.add(corpus)
         built = time.perf_counter() - started
-        megabytes = faiss.serialize_index(index).nbytes / 1e6
         for nprobe in (8, 16, 32):
             index.nprobe = nprobe
-            recall, p50, p99 = measure(index, probes, truth)
-            name = f"ivf nlist={nlist} nprobe={nprobe}"
-            results.append((name, recall, p50))
-            print(
-                f"{name:<26}recall {recall:.3f}  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  "
-                f"built {built:5.1f} s  {megabytes:5.0f} MB"
+            results.append(
+                report(f"ivf nlist={nlist} nprobe={nprobe}", index, built, probes, truth)
             )
     good = [r for r in results if r[1] >= 0.95]
     if good:

@@ -107,18 +107,11 @@ def test_an_edit_is_seen_by_the_next_query_of_the_running_service_within_a_secon
     tmp_path: Path, sample_copy: Path
 ) -> None:
     """The real service: one file written behind its back, then tool and RAG queries."""
-    from tests.fake_providers import serve_fake_providers
+    from tests.fake_providers import fake_service_env, serve_fake_providers
     from tests.service_process import start
 
     with serve_fake_providers() as (fake_url, _):
-        env = {
-            "CKS_PROVIDER": "openai",
-            "CKS_MODEL": "agent",
-            "CKS_BASE_URL": f"{fake_url}/v1",
-            "CKS_API_KEY": "test-key",
-            "CKS_EMBEDDINGS_PROVIDER": "openai",
-            "CKS_REPO_PATH": str(sample_copy),
-        }
+        env = fake_service_env(fake_url, REPO_PATH=str(sample_copy))
         service = start(tmp_path / "data", env=env, timeout=60)
         try:
             with httpx.Client(base_url=service.url, timeout=30) as client:
@@ -142,3 +135,23 @@ def test_an_edit_is_seen_by_the_next_query_of_the_running_service_within_a_secon
                 assert rag_sources() == ["T-900"]
         finally:
             service.stop()
+
+
+def test_more_repositories_than_are_watched_stay_fresh(tmp_path: Path) -> None:
+    from context_kit_service.repository.cache import MAX_WATCHED
+
+    roots = [tmp_path / f"repo{i}" for i in range(MAX_WATCHED + 2)]
+    cache = RepositoryCache()
+    cache.watch(True)
+    try:
+        for root in roots:
+            (root / "contexts" / "tasks").mkdir(parents=True)
+            assert cache.signature(root) == ()
+        task = roots[0] / "contexts" / "tasks" / "T-900-calibrate.yaml"  # its watch was dropped
+        task.write_text(NEW_TASK)
+        assert [entry[0] for entry in cache.signature(roots[0])] == [
+            "contexts/tasks/T-900-calibrate.yaml"
+        ]
+        assert cache.get(roots[0]).entities["T-900"].title == "Calibrate the quokkameter"
+    finally:
+        cache.watch(False)

@@ -35,18 +35,18 @@ class RepositoryCache:
 
     def signature(self, root: Path) -> Signature:
         """The signature of `root`'s files as they are now."""
+        evicted = None
         with self._lock:
-            watch = self._watch(root) if self._watchers else None
+            watch = self._watches.get(root) if self._watchers else None
+            if self._watchers and watch is None:
+                watch = self._watches[root] = Watch(root)
+                if len(self._watches) > MAX_WATCHED:
+                    evicted = self._watches.popitem(last=False)[1]
+            if watch is not None:
+                self._watches.move_to_end(root)
+        if evicted is not None:
+            evicted.close()  # outside the lock: it waits for its thread
         return watch.signature() if watch is not None else repository_signature(root)
-
-    def _watch(self, root: Path) -> Watch:
-        watch = self._watches.get(root)
-        if watch is None:
-            watch = self._watches[root] = Watch(root)
-            if len(self._watches) > MAX_WATCHED:
-                self._watches.popitem(last=False)[1].close()
-        self._watches.move_to_end(root)
-        return watch
 
     def get(self, root: Path, signature: Signature | None = None) -> Repository:
         """The repository as it is now; pass `signature` when it was just computed."""
