@@ -47,10 +47,13 @@ class Watch:
 
     def signature(self) -> Signature:
         """The repository's signature, from memory unless an event marked it changed."""
-        signature = self._signature
-        if signature is not None and not self._changed.is_set():
-            return signature
-        with self._lock:
+        if not self._changed.is_set() and not self._lock.locked():
+            signature = self._signature  # read last: a scan that just ended has stored its own
+            if signature is not None:
+                return signature
+        with self._lock:  # a scan under way may cover a change made before this call: wait
+            if not self._changed.is_set() and self._signature is not None:
+                return self._signature
             self._changed.clear()  # an event during the scan sets it again
             signature, directories = scan_repository(self.root)
             if directories != self._directories and not self._stopped.is_set():
