@@ -46,7 +46,7 @@ async def _approved(
     client: httpx.AsyncClient, path: str, request: dict[str, Any]
 ) -> dict[str, Any]:
     paused = (await client.post(path, json=request)).json()
-    assert paused["metadata"]["status"] == "pending_approval", paused
+    assert paused.get("metadata", {}).get("status") == "pending_approval", paused
     approval = {"threadId": paused["metadata"]["threadId"], "approval": {"approved": True}}
     response = await client.post(path, json={**request, **approval})
     assert response.status_code == 200, response.text

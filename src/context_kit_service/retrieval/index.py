@@ -191,11 +191,18 @@ class RepositoryIndex:
             "lexical": {"file": LEXICAL_FILE, "tokenizer": TOKENIZER},
             **store.write(staging),
         }
-        folder = generations.commit(staging, manifest)
+        # Opened before the commit: a replica sharing the data dir may commit next and remove
+        # this generation's folder before this process would open the file there.
+        reader = LexicalIndex(staging / LEXICAL_FILE)
+        try:
+            generations.commit(staging, manifest)
+        except BaseException:
+            reader.close()
+            raise
         if self.lexical is not None:
             self.lexical.close()
         self.files = hashes
-        self.lexical = LexicalIndex(folder / LEXICAL_FILE)
+        self.lexical = reader
         self._map_chunks()
 
     def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:

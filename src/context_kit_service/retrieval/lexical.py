@@ -85,6 +85,8 @@ class LexicalIndex:
         self._lock = threading.Lock()
         self._rows: int | None = None
         """Passages in the file, counted once (a committed file never changes)."""
+        if not writable:  # open the file now: its folder may be renamed or removed later
+            self._db.execute("SELECT 1 FROM chunks LIMIT 1").fetchall()
         if writable:
             self._db.execute("PRAGMA journal_mode=OFF")  # a staging file: a crash discards it
             self._db.execute("PRAGMA synchronous=OFF")  # fsynced once, when the file is done
