@@ -56,7 +56,7 @@ test: install $(JS_STAMP) $(CHROMIUM)
 # Schema fuzzing of every operation of the OpenAPI document against a real service process
 # (a bounded run of the same is part of `make test`: tests/test_fuzz.py).
 fuzz: install
-	$(BIN)/python -m tests.fuzz_service --examples 50 --workers 2
+	$(BIN)/python -m tests.fuzz_service --examples 50
 
 lint: install
 	$(BIN)/ruff check src tests bench evals
