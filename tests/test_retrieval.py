@@ -33,7 +33,7 @@ class CountingEmbeddings(LocalEmbeddings):
 
     def __init__(self, model: LocalEmbeddings) -> None:
         super().__init__(model.model_path)
-        self._model = model.model
+        self._encoder = model.encoder
         self.embedded = 0
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -1,6 +1,7 @@
 """The embedded, offline models: a GGUF chat model through llama.cpp and MiniLM embeddings.
 
-Both load lazily on first use (importing torch or llama.cpp costs seconds and hundreds of MB).
+Both load lazily on first use (importing llama.cpp or ONNX Runtime costs time and memory; torch
+is imported only once per model, to export MiniLM to ONNX).
 One llama.cpp instance exists per (file, context size); it runs on its own single worker
 thread, which serialises concurrent calls and keeps the event loop free. Generation checks a
 cancellation flag between tokens, so a closed stream stops the model within one token.

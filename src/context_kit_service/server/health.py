@@ -87,7 +87,9 @@ def check_embeddings(settings: Settings) -> CheckResult:
         path = Path(spec.origin).parent / "model"
     if not (path / "modules.json").is_file():
         return CheckResult("unhealthy", f"no sentence-transformers model at {path}")
-    return CheckResult("healthy", f"sentence-transformers model at {path} (loads on first use)")
+    return CheckResult(
+        "healthy", f"sentence-transformers model at {path} (on ONNX Runtime, loads on first use)"
+    )
 
 
 def _writable_dir(path: Path) -> CheckResult:

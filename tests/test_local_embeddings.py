@@ -1,0 +1,110 @@
+"""The embedded MiniLM on ONNX Runtime: the same vectors as sentence-transformers, exported
+once into the cache, and sentence-transformers itself where the export does not apply."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from context_kit_service.local_models import LocalEmbeddings, default_embeddings_path
+from context_kit_service.local_models.embeddings import (
+    OnnxEncoder,
+    TorchEncoder,
+    sentence_transformer,
+)
+
+TEXTS = [
+    "  Which service owns the ledger?  ",
+    "a",
+    "berth " * 400,  # past the model's 256 tokens: cut as sentence-transformers cuts it
+    "Ünïcödé — 漢字 and a ship 🚢",
+    "\tTabs\nand newlines\n",
+    "FEAT-001 depends on SVC-002 and PKG-003",
+    "",
+]
+
+
+def reference(model_path: Path, texts: list[str]) -> np.ndarray:
+    model = sentence_transformer(model_path)
+    vectors: np.ndarray = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    return vectors
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> LocalEmbeddings:
+    embeddings = LocalEmbeddings(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=3)
+    assert isinstance(embeddings.encoder, OnnxEncoder)
+    return embeddings
+
+
+def test_onnx_vectors_are_the_sentence_transformers_vectors(exported: LocalEmbeddings) -> None:
+    expected = reference(default_embeddings_path(), TEXTS)
+    documents = np.array(exported.embed_documents(TEXTS))  # batches of 3 of mixed lengths
+    queries = np.array([exported.embed_query(text) for text in TEXTS])
+    assert documents.shape == queries.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(documents, expected, atol=1e-5)
+    np.testing.assert_allclose(queries, expected, atol=1e-5)
+    assert exported.dimension == 384
+
+
+def test_the_export_is_made_once_and_later_loads_need_no_torch(exported: LocalEmbeddings) -> None:
+    (folder,) = [path for path in exported.cache_dir.iterdir()]  # no staging folder left
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
+    written = (folder / "model.onnx").stat().st_mtime_ns
+    script = (
+        "import sys, json; from pathlib import Path;"
+        "from context_kit_service.local_models import LocalEmbeddings;"
+        f"e = LocalEmbeddings(cache_dir=Path({str(exported.cache_dir)!r}));"
+        "v = e.embed_query('Which service owns the ledger?');"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'vector': v}))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = __import__("json").loads(answer.stdout.splitlines()[-1])
+    assert loaded["torch"] is False
+    np.testing.assert_allclose(
+        loaded["vector"], exported.embed_query("Which service owns the ledger?"), atol=1e-6
+    )
+    assert (folder / "model.onnx").stat().st_mtime_ns == written
+    assert [path for path in exported.cache_dir.iterdir()] == [folder]
+
+
+def test_a_pooling_the_export_does_not_cover_runs_through_sentence_transformers(
+    tmp_path: Path,
+) -> None:
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    base = sentence_transformer(default_embeddings_path())
+    max_pooled = type(base)(
+        modules=[
+            Transformer(str(default_embeddings_path())),
+            Pooling(384, pooling_mode="max"),
+            Normalize(),
+        ],
+        device="cpu",
+    )
+    max_pooled.save(str(tmp_path / "max-pooled"))
+    embeddings = LocalEmbeddings(str(tmp_path / "max-pooled"), cache_dir=tmp_path / "cache")
+    assert isinstance(embeddings.encoder, TorchEncoder)
+    expected = reference(tmp_path / "max-pooled", TEXTS[:3])
+    np.testing.assert_allclose(np.array(embeddings.embed_documents(TEXTS[:3])), expected, atol=1e-6)
+    assert list((tmp_path / "cache").glob("*/model.onnx")) == []
+
+
+def test_a_cache_that_cannot_be_written_runs_through_sentence_transformers(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    embeddings = LocalEmbeddings(cache_dir=blocked / "cache")
+    assert isinstance(embeddings.encoder, TorchEncoder)
+    np.testing.assert_allclose(
+        np.array(embeddings.embed_documents(TEXTS[:2])),
+        reference(default_embeddings_path(), TEXTS[:2]),
+        atol=1e-6,
+    )
