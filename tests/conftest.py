@@ -13,6 +13,8 @@ import pytest
 from context_kit_service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MODELS = Path.home() / ".cache" / "context-kit-service" / "models"
+"""Where tests assemble the packaged GGUFs (`CKS_MODELS_DIR`): once per machine, not per test."""
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("CKS_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CKS_MODELS_DIR", str(SHARED_MODELS))
     return
 
 

@@ -19,7 +19,7 @@ from context_kit_service.graphs.assistant import (
     graph,
 )
 from context_kit_service.tools.registry import TOOLS_BY_NAME
-from tests.conftest import SAMPLE_REPO
+from tests.conftest import SAMPLE_REPO, SHARED_MODELS
 from tests.fakes import ScriptedChatModel
 
 
@@ -259,9 +259,9 @@ async def test_an_approval_can_edit_the_arguments(make_settings, sample_copy: Pa
 def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
     from langchain_core.messages import SystemMessage
 
-    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+    from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
 
-    model = LocalChatModel(model_path=str(default_gguf_path()), n_ctx=1024)
+    model = LocalChatModel(model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS, n_ctx=1024)
     system: list[BaseMessage] = [SystemMessage("system"), SystemMessage("snapshot")]
     conversation: list[BaseMessage] = []
     for i in range(40):
@@ -319,9 +319,9 @@ async def test_the_retrieval_tool_searches_the_repository(make_settings) -> None
 
 def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> None:
     from context_kit_service.graphs.assistant import bounded_snapshot
-    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+    from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
 
-    model = LocalChatModel(model_path=str(default_gguf_path()), n_ctx=1024)
+    model = LocalChatModel(model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS, n_ctx=1024)
     small = {"openFile": "T-009"}
     assert bounded_snapshot(small, model, budget=100) == '{\n "openFile": "T-009"\n}'
     large = {"files": [f"contexts/tasks/T-{i:03d}.yaml" for i in range(300)]}
@@ -331,14 +331,20 @@ def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> Non
     assert cut.startswith('{\n "files": [\n  "contexts/tasks/T-000.yaml"')
 
 
-def test_the_local_model_gets_tools_only_when_settings_say_so(make_settings) -> None:
+def test_the_local_model_gets_tools_when_it_is_an_instruct_model_or_settings_say_so(
+    make_settings,
+) -> None:
     from context_kit_service.graphs.assistant import offers_tools
-    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+    from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
 
-    local = LocalChatModel(model_path=str(default_gguf_path()))
+    base = LocalChatModel(model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS)
+    instruct = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS)
     scripted = script(AIMessage("hi"))
     assert [
-        offers_tools(local, make_settings()),
-        offers_tools(local, make_settings(local_tools=True)),
+        offers_tools(base, make_settings()),
+        offers_tools(base, make_settings(local_tools=True)),
+        offers_tools(instruct, make_settings()),
+        offers_tools(instruct, make_settings(local_tools=False)),
         offers_tools(scripted, make_settings()),
-    ] == [False, True, True]
+        offers_tools(scripted, make_settings(local_tools=False)),
+    ] == [False, True, True, False, True, True]

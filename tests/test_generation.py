@@ -243,7 +243,7 @@ def test_generate_entity_contract(client_with) -> None:
         metadata["status"],
     ) == (321, 45, 1, "completed")
     assert metadata["durationMs"] > 0
-    assert (metadata["model"], metadata["provider"]) == ("gemma3-270m-q4_k_m", "local")
+    assert (metadata["model"], metadata["provider"]) == ("gemma3-270m", "local")
 
 
 def test_a_short_user_prompt_is_a_422(client_with) -> None:

@@ -10,9 +10,10 @@ import jsonschema
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from context_kit_service.local_models import LocalChatModel, default_gguf_path, format_transcript
+from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel, format_transcript
 from context_kit_service.provider_errors import ProviderError
 from context_kit_service.providers import chat_spec, get_chat_model
+from tests.conftest import SHARED_MODELS
 
 pytestmark = pytest.mark.model
 
@@ -25,7 +26,11 @@ PROMPT = [
 @pytest.fixture(scope="module")
 def model() -> Iterator[LocalChatModel]:
     return LocalChatModel(
-        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=24, n_ctx=1024
+        model_path=DEFAULT_LOCAL_MODEL,
+        models_dir=SHARED_MODELS,
+        temperature=0.0,
+        max_tokens=24,
+        n_ctx=1024,
     )
 
 
@@ -33,7 +38,7 @@ def test_the_factory_builds_the_local_model_on_the_packaged_gguf(make_settings) 
     model = get_chat_model(chat_spec(make_settings(), temperature=0.0, max_tokens=5))
     assert isinstance(model, LocalChatModel)
     assert (model.model_path, model.temperature, model.max_tokens) == (
-        str(default_gguf_path()),
+        DEFAULT_LOCAL_MODEL,
         0.0,
         5,
     )
@@ -96,7 +101,13 @@ async def test_json_schema_constrained_output_parses_and_validates(model: LocalC
 
 
 async def test_cancelling_a_stream_stops_the_model_between_tokens(model: LocalChatModel) -> None:
-    long = LocalChatModel(model_path=model.model_path, temperature=0.0, max_tokens=400, n_ctx=1024)
+    long = LocalChatModel(
+        model_path=model.model_path,
+        models_dir=model.models_dir,
+        temperature=0.0,
+        max_tokens=400,
+        n_ctx=1024,
+    )
     stream = long.astream([HumanMessage("Write a long story about a dragon.")])
     first = await anext(stream)
     assert first.content != ""
@@ -128,7 +139,9 @@ async def test_generation_does_not_block_the_event_loop(model: LocalChatModel) -
 
 
 async def test_a_prompt_longer_than_the_context_window_is_refused() -> None:
-    small = LocalChatModel(model_path=str(default_gguf_path()), max_tokens=8, n_ctx=512)
+    small = LocalChatModel(
+        model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS, max_tokens=8, n_ctx=512
+    )
     with pytest.raises(ProviderError) as raised:
         await small.ainvoke([HumanMessage("word " * 800)])
     assert raised.value.code == "CONTEXT_LENGTH_EXCEEDED"
@@ -156,7 +169,13 @@ async def test_a_schema_with_a_regex_pattern_does_not_crash_the_model(
 
 
 async def test_counting_tokens_does_not_wait_for_a_generation(model: LocalChatModel) -> None:
-    long = LocalChatModel(model_path=model.model_path, temperature=0.0, max_tokens=400, n_ctx=1024)
+    long = LocalChatModel(
+        model_path=model.model_path,
+        models_dir=model.models_dir,
+        temperature=0.0,
+        max_tokens=400,
+        n_ctx=1024,
+    )
     stream = long.astream([HumanMessage("Write a long story about a dragon.")])
     await anext(stream)  # a generation is running and holds the model's lock
     assert long.runtime.lock.locked()

@@ -11,13 +11,14 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from context_kit_service.local_models import LocalChatModel, default_gguf_path
+from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
 from context_kit_service.local_models.transcript import (
     AnswerStream,
     format_transcript,
     parse_tool_reply,
     tool_reply_schema,
 )
+from tests.conftest import SHARED_MODELS
 
 
 @tool
@@ -97,7 +98,9 @@ def test_an_answer_streams_as_it_is_decoded() -> None:
 
 @pytest.mark.model
 async def test_the_packaged_model_calls_a_bound_tool() -> None:
-    model = LocalChatModel(model_path=str(default_gguf_path()), temperature=0.0, max_tokens=48)
+    model = LocalChatModel(
+        model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS, temperature=0.0, max_tokens=48
+    )
     forced = model.bind_tools([next_id], tool_choice="next_id")
     reply = await forced.ainvoke([HumanMessage("Which id should the next task get?")])
     assert isinstance(reply, AIMessage)

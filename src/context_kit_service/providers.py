@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from context_kit_service.endpoints import check_endpoint
@@ -44,6 +45,7 @@ class ChatModelSpec:
     timeout_s: float
     context_window: int
     threads: int | None
+    models_dir: Path
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
         timeout_s=settings.provider_timeout_s,
         context_window=settings.context_window,
         threads=settings.local_threads,
+        models_dir=settings.local_models_dir,
     )
     changes = {key: value for key, value in overrides.items() if value is not None}
     if "provider" in changes and changes["provider"] != settings.provider:
@@ -157,10 +160,11 @@ def _require(value: str | None, what: str, provider: str) -> str:
 
 
 def _local_chat(spec: ChatModelSpec) -> BaseChatModel:
-    from context_kit_service.local_models import LocalChatModel, default_gguf_path
+    from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
 
     return LocalChatModel(
-        model_path=spec.model or str(default_gguf_path()),
+        model_path=spec.model or DEFAULT_LOCAL_MODEL,
+        models_dir=spec.models_dir,
         temperature=spec.temperature,
         max_tokens=spec.max_tokens,
         n_ctx=spec.context_window,
@@ -229,7 +233,9 @@ def model_name(spec: ChatModelSpec) -> str:
     if spec.model:
         return spec.model
     if spec.provider == "local":
-        return "gemma3-270m-q4_k_m"
+        from context_kit_service.local_models.packaged import DEFAULT_LOCAL_MODEL
+
+        return DEFAULT_LOCAL_MODEL
     return DEFAULT_MODELS.get(spec.provider, spec.provider)
 
 

@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     model: str | None = Field(
         None,
         description="Model name (Ollama/OpenAI), deployment (Azure) or GGUF path (local). "
-        "Empty means the provider's default; for `local` the packaged Gemma 3 270M GGUF.",
+        "Empty means the provider's default. For `local`: a packaged model "
+        "(`qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b` after `make install-1.5b`, `gemma3-270m`, "
+        "the default) or a GGUF path.",
     )
     ollama_url: str = Field(
         "http://127.0.0.1:11434",
@@ -63,11 +65,11 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(
         None, gt=0, description="CPU threads for the local model (default: all cores)."
     )
-    local_tools: bool = Field(
-        False,
-        description="Offer the assistant's tools to the local model. Off by default: the "
-        "packaged 270M model calls them poorly and each call delays the answer; turn it on for "
-        "a larger GGUF.",
+    local_tools: bool | None = Field(
+        None,
+        description="Offer the assistant's tools to the local model. Empty: offered to an "
+        "instruct model whose chat template writes tool calls (the packaged Qwen models), not "
+        "to a base model (the packaged Gemma 270M calls them poorly).",
     )
 
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
@@ -79,6 +81,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Where indexes and conversation threads are stored.",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Where packaged local models are assembled from their parts; empty means "
+        "`<data dir>/models`.",
     )
     repo_path: Path | None = Field(None, description="Default context repository.")
     allowed_repos: list[Path] = Field(
@@ -176,7 +183,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("repo_path", "data_dir")
+    @field_validator("repo_path", "data_dir", "models_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
@@ -216,6 +223,10 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "threads.sqlite"
+
+    @property
+    def local_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
 
 def is_loopback(host: str) -> bool:

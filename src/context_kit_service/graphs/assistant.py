@@ -182,8 +182,14 @@ def fit_to_window(
 
 
 def offers_tools(model: BaseChatModel, settings: Settings) -> bool:
-    """Every provider's model gets the tools; the local one when `CKS_LOCAL_TOOLS` is on."""
-    return settings.local_tools or not isinstance(model, LocalChatModel)
+    """Every provider's model gets the tools; the local one when it is an instruct model whose
+    chat template writes tool calls, unless `CKS_LOCAL_TOOLS` says otherwise. May load the
+    local model."""
+    if not isinstance(model, LocalChatModel):
+        return True
+    if settings.local_tools is not None:
+        return settings.local_tools
+    return model.follows_tool_template()
 
 
 async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
@@ -194,11 +200,13 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     if state.context_snapshot:
         snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
         system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
-    tools = ASSISTANT_TOOLS if state.repo_root and offers_tools(model, settings) else []
-    # Counting tokens may load the local model: keep it off the event loop.
-    history = await asyncio.to_thread(
-        fit_to_window, system, list(state.messages), model, budget, tools
-    )
+
+    def window() -> tuple[Sequence[Any], list[BaseMessage]]:
+        tools = ASSISTANT_TOOLS if state.repo_root and offers_tools(model, settings) else []
+        return tools, fit_to_window(system, list(state.messages), model, budget, tools)
+
+    # Reading the template and counting tokens may load the local model: off the event loop.
+    tools, history = await asyncio.to_thread(window)
     try:
         answering = (model.bind_tools(tools) if tools else model).with_config(tags=[ANSWER_TAG])
         reply = await answering.ainvoke(history, config)

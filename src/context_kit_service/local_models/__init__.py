@@ -9,14 +9,17 @@ cancellation flag between tokens, so a closed stream stops the model within one 
 
 from context_kit_service.local_models.chat import LocalChatModel, structured
 from context_kit_service.local_models.embeddings import LocalEmbeddings, default_embeddings_path
-from context_kit_service.local_models.runtime import default_gguf_path
+from context_kit_service.local_models.packaged import DEFAULT_LOCAL_MODEL, PACKAGED_MODELS
+from context_kit_service.local_models.runtime import gguf_path
 from context_kit_service.local_models.transcript import format_transcript
 
 __all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "PACKAGED_MODELS",
     "LocalChatModel",
     "LocalEmbeddings",
     "default_embeddings_path",
-    "default_gguf_path",
     "format_transcript",
+    "gguf_path",
     "structured",
 ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -24,6 +26,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict
 
+from context_kit_service.local_models.chat_template import (
+    TemplateAnswerStream,
+    parse_template_reply,
+    tool_call_grammar,
+)
 from context_kit_service.local_models.runtime import (
     Completion,
     LlamaRuntime,
@@ -36,6 +43,22 @@ from context_kit_service.local_models.transcript import (
     parse_tool_reply,
     tool_reply_schema,
 )
+
+
+def _plain_reply(text: str) -> AIMessage:
+    return AIMessage(text.strip())
+
+
+@dataclass
+class Turn:
+    """One generation: the prompt, how decoding is constrained, and how the text is read back."""
+
+    prompt: str
+    options: dict[str, Any]
+    """`LlamaRuntime.complete`'s keyword arguments."""
+    parse: Callable[[str], AIMessage]
+    answer: Callable[[], AnswerStream | TemplateAnswerStream] | None
+    """With tools bound: what picks the answer's text out of the streamed reply."""
 
 
 def _usage(completion: Completion) -> UsageMetadata:
@@ -53,6 +76,9 @@ class LocalChatModel(BaseChatModel):
     """
 
     model_path: str
+    """A packaged model's name (`PACKAGED_MODELS`) or a GGUF path."""
+    models_dir: Path
+    """Where a packaged model is assembled (`CKS_MODELS_DIR`)."""
     temperature: float = 0.7
     max_tokens: int = 512
     n_ctx: int = 4096
@@ -72,27 +98,54 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def runtime(self) -> LlamaRuntime:
-        return get_runtime(self.model_path, self.n_ctx, self.n_threads)
+        return get_runtime(self.model_path, self.models_dir, self.n_ctx, self.n_threads)
 
-    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        tools = kwargs.get("tools")
+    def follows_tool_template(self) -> bool:
+        """Whether the model is an instruct model whose chat template writes native tool calls
+        (loads the model)."""
+        template = self.runtime.chat_template()
+        return template is not None and template.native_tools
+
+    def _turn(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Turn:
+        """The model's own chat template when its GGUF has one (native tool calls when the
+        template writes them), else the base-model transcript. Loads the model."""
+        tools: list[dict[str, Any]] = kwargs.get("tools") or []
         json_schema = kwargs.get("json_schema")
-        if tools and json_schema is None:
-            json_schema = tool_reply_schema(tools, kwargs.get("tool_choice"))
-        return {
+        options = {
             "max_tokens": int(kwargs.get("max_tokens", self.max_tokens)),
             "temperature": float(kwargs.get("temperature", self.temperature)),
-            "stop": stop or self.stop or TRANSCRIPT_STOP,
-            "json_schema": json_schema,
             "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
+            "json_schema": json_schema,
         }
+        template = self.runtime.chat_template()
+        if template is not None and (not tools or template.native_tools):
+            calls = bool(tools) and json_schema is None
+            gbnf = tool_call_grammar(tools, kwargs.get("tool_choice")) if calls else None
+            return Turn(
+                template.render(messages, tools),
+                options | {"stop": stop or self.stop or template.stop, "gbnf": gbnf},
+                parse_template_reply if calls else _plain_reply,
+                TemplateAnswerStream if calls else None,
+            )
+        calls = bool(tools) and json_schema is None
+        if calls:
+            options["json_schema"] = tool_reply_schema(tools, kwargs.get("tool_choice"))
+        return Turn(
+            format_transcript(messages, tools),
+            options | {"stop": stop or self.stop or TRANSCRIPT_STOP},
+            parse_tool_reply if calls else _plain_reply,
+            AnswerStream if calls else None,
+        )
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
         """Tokens of the prompt these messages (and tools) become, by the model's tokenizer."""
         openai_tools = [convert_to_openai_tool(t) for t in tools] if tools else None
-        return self.runtime.count_tokens(format_transcript(messages, openai_tools), add_bos=True)
+        prompt = self._turn(messages, None, {"tools": openai_tools}).prompt
+        return self.runtime.count_tokens(prompt, add_bos=True)
 
     def get_token_ids(self, text: str) -> list[int]:
         """The model's own tokenizer (LangChain's default would download GPT-2's). Tokenizing
@@ -100,9 +153,9 @@ class LocalChatModel(BaseChatModel):
         return self.runtime.tokenize(text, add_bos=False)
 
     @staticmethod
-    def _result(completion: Completion, tools: Any) -> ChatResult:
+    def _result(completion: Completion, turn: Turn) -> ChatResult:
         """The completion as a message: its text, or with tools bound, the parsed reply."""
-        message = parse_tool_reply(completion.text) if tools else AIMessage(completion.text.strip())
+        message = turn.parse(completion.text)
         message.usage_metadata = _usage(completion)
         message.response_metadata = {
             "finish_reason": completion.finish_reason,
@@ -117,11 +170,8 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        tools = kwargs.get("tools")
-        completion = self.runtime.complete(
-            format_transcript(messages, tools), **self._options(stop, kwargs)
-        )
-        return self._result(completion, tools)
+        turn = self._turn(messages, stop, kwargs)
+        return self._result(self.runtime.complete(turn.prompt, **turn.options), turn)
 
     def _stream(
         self,
@@ -173,20 +223,22 @@ class LocalChatModel(BaseChatModel):
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
         runtime = self.runtime
-        tools = kwargs.get("tools")
-        prompt = format_transcript(messages, tools)
-        options = self._options(stop, kwargs)
-        answer = AnswerStream() if tools else None
 
         def emit(kind: str, payload: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
 
         def work() -> None:
             try:
+                turn = self._turn(messages, stop, kwargs)  # may load the model: off the loop
+                answer = turn.answer() if turn.answer else None
+
+                def on_token(token: str) -> None:
+                    emit("token", answer.feed(token) if answer else token)
+
                 completion = runtime.complete(
-                    prompt, cancel=cancel, on_token=lambda token: emit("token", token), **options
+                    turn.prompt, cancel=cancel, on_token=on_token, **turn.options
                 )
-                emit("done", completion)
+                emit("done", (completion, turn.parse(completion.text) if answer else None))
             except BaseException as exc:
                 emit("error", exc)
 
@@ -196,8 +248,7 @@ class LocalChatModel(BaseChatModel):
             while True:
                 kind, payload = await queue.get()
                 if kind == "token":
-                    text = answer.feed(payload) if answer else payload
-                    text = text.lstrip() if first else text
+                    text = payload.lstrip() if first else payload
                     if not text:
                         continue
                     first = False
@@ -205,14 +256,14 @@ class LocalChatModel(BaseChatModel):
                         await run_manager.on_llm_new_token(text)
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
                 elif kind == "done":
-                    reply = parse_tool_reply(payload.text) if answer else AIMessage("")
+                    completion, reply = payload
                     yield ChatGenerationChunk(
                         message=AIMessageChunk(
                             content="",
-                            tool_call_chunks=_call_chunks(reply),
-                            usage_metadata=_usage(payload),
+                            tool_call_chunks=_call_chunks(reply) if reply else [],
+                            usage_metadata=_usage(completion),
                             response_metadata={
-                                "finish_reason": payload.finish_reason,
+                                "finish_reason": completion.finish_reason,
                                 "model_provider": "local",
                             },
                             chunk_position="last",
@@ -228,8 +279,9 @@ class LocalChatModel(BaseChatModel):
     def bind_tools(
         self, tools: Any, *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Offer `tools`: they are described in the prompt, and decoding is constrained to an
-        answer or one well-formed call of a bound tool (`tool_reply_schema`)."""
+        """Offer `tools`: in the chat template's own tool format (or, for a base model,
+        described in the transcript), with decoding constrained to an answer or one
+        well-formed call of a bound tool (`tool_call_grammar`, `tool_reply_schema`)."""
         openai_tools = [convert_to_openai_tool(t) for t in tools]
         tool_reply_schema(openai_tools, tool_choice)  # refuse a bad tool_choice now
         return self.bind(tools=openai_tools, tool_choice=tool_choice, **kwargs)

