@@ -47,8 +47,8 @@ def test_every_dataset_loads() -> None:
     assert {name: len(SUITES[name].load(DATASETS / f"{name}.jsonl")) for name in SUITES} == {
         "rag": 44,
         "generation": 7,
-        "tool_use": 6,
-        "assistant": 3,
+        "tool_use": 20,
+        "assistant": 20,
     }
 
 
@@ -115,9 +115,9 @@ async def test_scripted_tool_use_scores_selection_and_arguments(make_settings) -
     model = ScriptedChatModel(messages=iter(script))
     summary = await evaluate("tool_use", model, make_settings(repo_path=SAMPLE_REPO), items)
     assert without_timing(summary) == {
-        "examples": 6,
-        "tool_selected": 0.8333,
-        "argument_accuracy": 0.75,
+        "examples": 20,
+        "tool_selected": 0.95,
+        "argument_accuracy": 0.925,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "errors": 0,
