@@ -155,3 +155,23 @@ def test_more_repositories_than_are_watched_stay_fresh(tmp_path: Path) -> None:
         assert cache.get(roots[0]).entities["T-900"].title == "Calibrate the quokkameter"
     finally:
         cache.watch(False)
+
+
+def test_an_id_is_allocated_from_the_files_as_they_are_not_as_the_watch_last_saw_them(
+    sample_copy: Path, tmp_path: Path
+) -> None:
+    """Another replica's write may not have reached this process's watch yet when this one
+    allocates an id (the concurrent-writers test got one id twice)."""
+    from context_kit_service.repository.cache import repositories
+    from context_kit_service.repository.writes import create_entity
+
+    repositories.watch(True)
+    try:
+        assert repositories.get(sample_copy).next_id("task") == "T-011"  # watched from here
+        other = sample_copy / "contexts" / "tasks" / "T-011-written-by-another-replica.yaml"
+        other.write_text(NEW_TASK.replace("T-900", "T-011"))
+        fields = {"title": "Measure the quay", "status": "todo", "related": {"feature": "FEAT-003"}}
+        saved = create_entity(sample_copy, tmp_path / "data", "task", fields)
+        assert saved.entity.id == "T-012"
+    finally:
+        repositories.watch(False)

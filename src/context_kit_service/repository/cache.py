@@ -61,6 +61,13 @@ class RepositoryCache:
             self._loaded[root] = repository
         return repository
 
+    def current(self, root: Path) -> Repository:
+        """The repository as its files are this moment, by a scan that does not trust the
+        watch. For writers, under the write lock: another process may have written a moment
+        ago, before its change reached this process's watch (ids allocated from such a stale
+        snapshot were handed out twice)."""
+        return self.get(root, repository_signature(root))
+
     def forget(self, root: Path) -> None:
         """Drop the snapshot of `root`: the next `get` loads it again (called after a write)."""
         with self._lock:

@@ -188,7 +188,7 @@ def create_entity(
     except (ValueError, BoundsExceeded) as exc:
         raise WriteRefused(str(exc)) from None
     with repository_lock(root, data_dir):
-        repo = repositories.get(root)
+        repo = repositories.current(root)
         given = fields.get("id")
         if given is None or given == provisional_id:
             entity_id = repo.next_id(kind.name)
@@ -234,7 +234,7 @@ def patch_entity(root: Path, data_dir: Path, entity_id: str, changes: dict[str, 
     except BoundsExceeded as exc:
         raise WriteRefused(str(exc)) from None
     with repository_lock(root, data_dir):
-        repo = repositories.get(root)
+        repo = repositories.current(root)
         entity = repo.entities.get(entity_id.strip())
         if entity is None:
             raise WriteRefused(f"no entity with id {entity_id[:100]!r}")
