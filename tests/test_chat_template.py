@@ -169,3 +169,31 @@ def test_the_answer_stream_hides_a_call_and_passes_an_answer() -> None:
     call, answer = TemplateAnswerStream(), TemplateAnswerStream()
     assert [call.feed(t) for t in ["<tool_call>", '{"name"', "}</tool_call>"]] == ["", "", ""]
     assert [answer.feed(t) for t in ["It", " is", " T-001."]] == ["It", " is", " T-001."]
+
+
+async def test_an_invented_citation_cannot_be_decoded(qwen: LocalChatModel) -> None:
+    from context_kit_service.graphs.rag import CITATION
+    from context_kit_service.local_models.grammar import citation_grammar
+
+    asked = [HumanMessage("Repeat exactly, nothing else: See [T-999] and [FEAT-001].")]
+    free = await qwen.ainvoke(asked)
+    assert "[T-999]" in free.text  # what the model writes when nothing stops it
+    cited = await qwen.bind(gbnf=citation_grammar(["FEAT-001", "SPEC-002"])).ainvoke(asked)
+    assert "[T-999]" not in cited.text
+    assert set(CITATION.findall(cited.text)) <= {"FEAT-001", "SPEC-002"}
+    assert cited.text.startswith("See")
+
+
+def test_the_citation_grammar_names_exactly_the_retrieved_ids() -> None:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    from context_kit_service.local_models.grammar import citation_grammar
+
+    grammar = citation_grammar(["FEAT-001", "docs/notes.md", "FEAT-001"])
+    assert grammar.splitlines() == [
+        "root ::= cks-first cks-part*",
+        r"cks-first ::= [^\x5B\x00 \t\n] | cks-cite",
+        r"cks-part ::= [^\x5B\x00] | cks-cite",
+        'cks-cite ::= "[" ("FEAT-001" | "docs/notes.md") "]"',
+    ]
+    LlamaGrammar.from_string(grammar, verbose=False)

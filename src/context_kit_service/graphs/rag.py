@@ -9,8 +9,8 @@ import re
 import time
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,8 @@ from context_kit_service.configuration import (
 )
 from context_kit_service.graphs import prompts
 from context_kit_service.graphs.retrieval import RetrievalRequest, retrieve
+from context_kit_service.local_models import LocalChatModel
+from context_kit_service.local_models.grammar import citation_grammar
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.retrieval.search import Source
@@ -82,9 +84,12 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
             prompts.RAG_QUESTION.format(context=_context(state.sources), question=state.query)
         ),
     ]
+    answering: Runnable[Any, BaseMessage] = model
+    if isinstance(model, LocalChatModel):  # it can only cite what was retrieved
+        answering = model.bind(gbnf=citation_grammar([s.entity_id for s in state.sources]))
     started = time.perf_counter()
     try:
-        reply = await model.ainvoke(messages, config)
+        reply = await answering.ainvoke(messages, config)
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
     answer = reply.text.strip()

@@ -72,7 +72,8 @@ def _usage(completion: Completion) -> UsageMetadata:
 class LocalChatModel(BaseChatModel):
     """A chat model over an in-process GGUF (llama.cpp), suited to base and instruct models.
 
-    `json_schema=` (via `bind` or `with_structured_output`) constrains decoding to the schema.
+    `json_schema=` (via `bind` or `with_structured_output`) constrains decoding to the schema,
+    `gbnf=` (via `bind`) to a llama.cpp grammar.
     """
 
     model_path: str
@@ -118,14 +119,16 @@ class LocalChatModel(BaseChatModel):
             "temperature": float(kwargs.get("temperature", self.temperature)),
             "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
             "json_schema": json_schema,
+            "gbnf": kwargs.get("gbnf"),
         }
         template = self.runtime.chat_template()
         if template is not None and (not tools or template.native_tools):
             calls = bool(tools) and json_schema is None
-            gbnf = tool_call_grammar(tools, kwargs.get("tool_choice")) if calls else None
+            if calls:
+                options["gbnf"] = tool_call_grammar(tools, kwargs.get("tool_choice"))
             return Turn(
                 template.render(messages, tools),
-                options | {"stop": stop or self.stop or template.stop, "gbnf": gbnf},
+                options | {"stop": stop or self.stop or template.stop},
                 parse_template_reply if calls else _plain_reply,
                 TemplateAnswerStream if calls else None,
             )

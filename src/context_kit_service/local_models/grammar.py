@@ -1,7 +1,9 @@
-"""What llama.cpp's JSON-schema-to-grammar conversion can take."""
+"""Grammars for llama.cpp: what its JSON-schema conversion can take, and citations."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -18,3 +20,18 @@ def without_patterns(schema: Any) -> Any:
     if isinstance(schema, list):
         return [without_patterns(item) for item in schema]
     return schema
+
+
+def citation_grammar(ids: Sequence[str]) -> str:
+    """A GBNF grammar for an answer whose every bracket is a citation of one of `ids`: text
+    outside brackets is free, and `[` can only open `[<one of ids>]`. It cannot start with a
+    blank."""
+    cited = " | ".join(json.dumps(i) for i in dict.fromkeys(ids)) or '"?"'
+    return "\n".join(
+        [
+            "root ::= cks-first cks-part*",
+            r"cks-first ::= [^\x5B\x00 \t\n] | cks-cite",
+            r"cks-part ::= [^\x5B\x00] | cks-cite",
+            f'cks-cite ::= "[" ({cited}) "]"',
+        ]
+    )
