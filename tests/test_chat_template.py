@@ -132,7 +132,7 @@ def test_the_grammar_allows_only_a_bound_tool_or_an_answer(qwen: LocalChatModel)
         'cks-call ::= "<tool_call>" cks-nl cks-call-json cks-nl "</tool_call>" | '
         '"```json" cks-nl cks-call-json cks-nl "```"',
         'cks-nl ::= "\\n"?',
-        r"cks-answer ::= [^<{`\x00 \t\n] [^\x00]*",
+        r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*",
     ]
     assert required.splitlines()[0] == "root ::= cks-call"
     assert '"\\"get_entity\\""' in free  # the only name a call can carry

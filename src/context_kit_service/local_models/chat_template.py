@@ -6,7 +6,7 @@ the Hermes/Qwen convention take the tools' JSON schemas and expect a call writte
 `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`: decoding is then constrained by
 a grammar to either such a call of a bound tool (also accepted in a ```json fence, the form
 small models fall back to), with arguments that fit its parameters, or an answer (text that
-does not start with `<`, `{`, a backquote or a space), so every call parses and answers still
+does not start with `<`, `>`, `{`, a backquote or a space), so every call parses and answers still
 stream.
 """
 
@@ -127,7 +127,7 @@ def tool_call_grammar(tools: Sequence[dict[str, Any]], tool_choice: Any = None) 
             f'cks-call ::= "{CALL_OPEN}" cks-nl cks-call-json cks-nl "{CALL_CLOSE}" | '
             f'"{FENCE_OPEN}" cks-nl cks-call-json cks-nl "{FENCE_CLOSE}"',
             'cks-nl ::= "\\n"?',
-            r"cks-answer ::= [^<{`\x00 \t\n] [^\x00]*",
+            r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*",
             call_rules,
         ]
     )
