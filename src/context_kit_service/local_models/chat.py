@@ -121,9 +121,9 @@ class LocalChatModel(BaseChatModel):
             "json_schema": json_schema,
             "gbnf": kwargs.get("gbnf"),
         }
+        calls = bool(tools) and json_schema is None
         template = self.runtime.chat_template()
         if template is not None and (not tools or template.native_tools):
-            calls = bool(tools) and json_schema is None
             if calls:
                 options["gbnf"] = tool_call_grammar(tools, kwargs.get("tool_choice"))
             return Turn(
@@ -132,7 +132,6 @@ class LocalChatModel(BaseChatModel):
                 parse_template_reply if calls else _plain_reply,
                 TemplateAnswerStream if calls else None,
             )
-        calls = bool(tools) and json_schema is None
         if calls:
             options["json_schema"] = tool_reply_schema(tools, kwargs.get("tool_choice"))
         return Turn(

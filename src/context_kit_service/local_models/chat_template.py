@@ -17,6 +17,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
@@ -52,15 +53,17 @@ class ChatTemplate:
     ) -> str:
         """The prompt for `messages` (and `tools`, OpenAI format), ending with the opening of
         the assistant's turn."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        formatter = Jinja2ChatFormatter(
-            self.source, eos_token=self.eos_token, bos_token=self.bos_token
-        )
         chat: Any = template_messages(messages)  # the dicts llama-cpp-python's TypedDicts describe
         listed: Any = list(tools or []) or None
-        prompt: str = formatter(messages=chat, tools=listed).prompt
+        prompt: str = self._formatter(messages=chat, tools=listed).prompt
         return prompt
+
+    @cached_property
+    def _formatter(self) -> Any:
+        """The compiled template, built once (every turn renders it, some twice)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        return Jinja2ChatFormatter(self.source, eos_token=self.eos_token, bos_token=self.bos_token)
 
 
 def template_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
