@@ -125,10 +125,11 @@ def fuse(
     rankings: Sequence[tuple[float, Sequence[int]]],
     docs: dict[int, Document],
     known: Callable[[str], bool],
+    rrf_k: int = RRF_K,
 ) -> list[Group]:
     """Weighted reciprocal rank fusion by group. Each search, given as (weight, chunk ids
     best first), ranks the groups by their best chunk; a group ranked r-th adds
-    weight / (RRF_K + r). Best first, orphan derived documents last."""
+    weight / (rrf_k + r). Best first, orphan derived documents last."""
     groups: dict[str, Group] = {}
     for weight, ranking in rankings:
         ranked: set[str] = set()
@@ -139,7 +140,7 @@ def fuse(
                 found = groups.setdefault(owner, Group(owner, orphan))
                 if owner not in ranked:
                     ranked.add(owner)
-                    found.score += weight / (RRF_K + len(ranked))
+                    found.score += weight / (rrf_k + len(ranked))
                 if metadata.get("view"):
                     continue
                 if owner == metadata["entityId"]:
@@ -193,6 +194,7 @@ def search_index(
     mmr: bool,
     min_score: float,
     mode: RetrievalMode,
+    rrf_k: int = RRF_K,
 ) -> list[Source]:
     """`search` on an index as it is, with the query's vector already computed."""
     assert index.store is not None, "sync() before searching"
@@ -219,12 +221,12 @@ def search_index(
         hits = index.lexical_hits(query, limit * (4 if allowed else 1))
         lexical = [i for i, _ in hits if keep is None or keep(docs[i])][:limit]
         rankings.append((index.lexical_coverage(query) ** 2, lexical))
-    groups = fuse(rankings, docs, known)
+    groups = fuse(rankings, docs, known, rrf_k)
     if allowed:
         groups = [g for g in groups if owner_type(g.owner) in allowed]
     if mmr:
         groups = _diversify(index, vector, groups, k)
-    best = sum(weight for weight, _ in rankings) / (RRF_K + 1)
+    best = sum(weight for weight, _ in rankings) / (rrf_k + 1)
     return [_source(g, owner_type(g.owner), g.score / best, docs, chunks_of) for g in groups[:k]]
 
 
