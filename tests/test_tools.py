@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from langchain_core.tools import ToolException
+from pydantic import ValidationError
 
 from context_kit_service.configuration import SETTINGS_KEY
 from context_kit_service.repository import load_repository
@@ -101,7 +102,7 @@ async def test_list_entities_by_type_and_status() -> None:
     }
     everything = await call("list_entities")
     assert everything["count"] == 46
-    with pytest.raises(ToolException, match="unknown entity type 'epic'"):
+    with pytest.raises(ValidationError, match="entity_type\n  Input should be 'feature', 'us"):
         await call("list_entities", entity_type="epic")
 
 

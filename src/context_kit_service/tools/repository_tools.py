@@ -21,7 +21,7 @@ from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import FileRefused, read_text
 from context_kit_service.repository.model import Entity, Repository
-from context_kit_service.repository.types import ENTITY_TYPES
+from context_kit_service.repository.types import EntityTypeName
 from context_kit_service.tools.confinement import ConfinementError, confine
 
 RepoRoot = Annotated[str, InjectedState("repo_root")]
@@ -41,7 +41,8 @@ def _repository(repo_root: str) -> Repository:
 
 
 def _entity(repo: Repository, entity_id: str) -> Entity:
-    entity = repo.entities.get(entity_id.strip())
+    """The entity by id, also when a model wrote the id as it cites one: `[FEAT-001]`."""
+    entity = repo.entities.get(entity_id.strip().removeprefix("[").removesuffix("]"))
     if entity is None:
         raise ToolException(f"no entity with id {entity_id!r}")
     return entity
@@ -60,13 +61,6 @@ def _text_of(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(_text_of(v) for v in value)
     return str(value)
-
-
-def _check_type(name: str | None) -> None:
-    if name is not None and name not in ENTITY_TYPES:
-        raise ToolException(
-            f"unknown entity type {name!r}; expected one of: {', '.join(ENTITY_TYPES)}"
-        )
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -103,12 +97,19 @@ def read_context(
 
 @tool
 def list_entities(
-    repo_root: RepoRoot, entity_type: str | None = None, status: str | None = None
+    repo_root: RepoRoot,
+    entity_type: EntityTypeName | None = None,
+    status: Annotated[
+        str | None,
+        Field(
+            description="Only entities with this status, when the request names one: todo, "
+            "doing, blocked, in-progress, done, proposed, draft, ratified..."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """List entities of the context repository, optionally only one type (feature, userstory,
     spec, task, service, package, governance) and/or one status (e.g. "in-progress", "todo").
     Returns id, type, title, status and file path of each."""
-    _check_type(entity_type)
     repo = _repository(repo_root)
     chosen = [
         _summary(e)
@@ -122,12 +123,11 @@ def list_entities(
 def search_entities(
     repo_root: RepoRoot,
     query: Annotated[str, Field(min_length=1, max_length=1000)],
-    entity_type: str | None = None,
+    entity_type: EntityTypeName | None = None,
     limit: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 10,
 ) -> dict[str, Any]:
     """Search the context repository's entities for words (case-insensitive, title matches
     rank higher). Optionally restrict to one entity type. Returns the best matches first."""
-    _check_type(entity_type)
     words = _WORD.findall(query.lower())
     if not words:
         raise ToolException("query has no words to search for")
@@ -166,11 +166,12 @@ def validate_repository(repo_root: RepoRoot) -> dict[str, Any]:
 
 
 @tool
-def dependency_graph(repo_root: RepoRoot, entity_type: str | None = None) -> dict[str, Any]:
+def dependency_graph(
+    repo_root: RepoRoot, entity_type: EntityTypeName | None = None
+) -> dict[str, Any]:
     """The relation graph of the context repository: entities as nodes and their links
     (userStories, specs, tasks, requires, feature, related.*, dependencies, consumers, ...)
     as edges. Optionally only the nodes of one type and their edges."""
-    _check_type(entity_type)
     repo = _repository(repo_root)
     nodes = [
         _summary(e)
@@ -215,9 +216,8 @@ def impact_analysis(
 
 
 @tool
-def next_id(repo_root: RepoRoot, entity_type: str) -> dict[str, str]:
+def next_id(repo_root: RepoRoot, entity_type: EntityTypeName) -> dict[str, str]:
     """The next free id for an entity type (e.g. "T-011" after "T-010")."""
-    _check_type(entity_type)
     repo = _repository(repo_root)
     return {"entityType": entity_type, "id": repo.next_id(entity_type)}
 

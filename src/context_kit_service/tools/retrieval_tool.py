@@ -13,6 +13,7 @@ from pydantic import Field
 
 from context_kit_service.configuration import embeddings_for, service_settings
 from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.types import EntityTypeName
 from context_kit_service.retrieval.search import MAX_TOP_K, repository_index, search
 from context_kit_service.tools.repository_tools import RepoRoot
 
@@ -23,8 +24,16 @@ QUERY_CHARS = 1000
 def search_context(
     repo_root: RepoRoot,
     config: RunnableConfig,
-    query: Annotated[str, Field(min_length=1, max_length=1000)],
-    entity_types: list[str] | None = None,
+    query: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=1000,
+            description='The topic in a few words, e.g. "CSV imports" for "find anything that '
+            'talks about CSV imports".',
+        ),
+    ],
+    entity_types: list[EntityTypeName] | None = None,
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 5,
 ) -> list[dict[str, Any]]:
     """Find the entities and documents most related to `query`, by meaning and by its words,
