@@ -46,6 +46,28 @@ def test_required_fields_filled_and_link_correctness() -> None:
     assert metrics.link_correct({"related": "F-1"}, "related.feature", "F-1") is False
 
 
+def test_novelty_is_the_share_of_words_in_no_six_word_run_found_elsewhere() -> None:
+    source = "Import the bank CSV export and flag duplicates before the ledger"
+    assert metrics.novelty("Show the budget by month with a chart", [source]) == 1.0
+    assert metrics.novelty("import the Bank CSV export, and then email the owner", [source]) == 0.4
+    assert metrics.novelty(source, ["unrelated", source]) == 0.0
+    assert metrics.novelty("flag duplicates before the ledger", [source]) == 1.0  # five words
+    assert metrics.novelty("", [source]) == 1.0
+
+
+def test_on_topic_is_the_share_of_the_prompts_content_words_used() -> None:
+    prompt = "Let people split a shared expense between household members"
+    assert round(metrics.on_topic(prompt, "Splitting expenses among members"), 4) == 0.4286
+    assert metrics.on_topic(prompt, "Let household people share and split expense members") == 1
+    assert metrics.on_topic(prompt, "Recurring bills") == 0.0
+    assert metrics.on_topic("Do it for us", "anything") == 1.0  # no content word
+
+
+def test_entity_text_is_every_string_in_the_entity() -> None:
+    entity = {"title": "A", "steps": ["b", {"x": "c"}], "points": 3, "done": None}
+    assert metrics.entity_text(entity) == "A\nb\nc"
+
+
 def test_tool_selection_and_argument_accuracy() -> None:
     calls = [
         {"name": "list_entities", "args": {"entity_type": "Task ", "status": "done"}},

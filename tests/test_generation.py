@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,56 @@ async def test_an_invalid_first_draft_is_repaired(make_settings) -> None:
         model.prompts[1][-2].content
         == '{"title": "Add an index on budget lines", "status": "started", "steps": ["Write the migration"]}'
     )
+
+
+async def test_worked_examples_show_the_format_shortened_whatever_the_request(
+    make_settings,
+) -> None:
+    shown = []
+    for prompt in ("Speed up the remaining view", "Let a user recover a lost passkey"):
+        model = replies(GOOD_TASK)
+        await generate(model, make_settings(), entity_type="task", user_prompt=prompt)
+        shown.append([m.content for m in model.prompts[0][1:5]])
+    assert shown[0] == shown[1]
+    assert [json.loads(answer) for answer in shown[0][1::2]] == [
+        {
+            "title": "Implement passkey registration endpoints",
+            "status": "done",
+            "owner": "ana.ruiz",
+            "steps": [  # three in T-001
+                "Generate registration options with a random challenge",
+                "Verify attestation with ledgerly-auth",
+            ],
+            "doneCriteria": ["Integration test covers Chrome and Safari authenticators"],
+        },
+        {
+            "title": "Build the e-mail recovery flow",
+            "status": "done",
+            "owner": "ana.ruiz",
+            "steps": [
+                "Send a signed, single-use recovery link",
+                "Allow registering a new passkey after recovery",
+            ],
+            "doneCriteria": ["Links expire after 15 minutes"],
+        },
+    ]
+
+
+def test_example_texts_keep_their_first_words_and_lists_their_first_items() -> None:
+    from context_kit_service.graphs.generation import shortened
+
+    value = {
+        "objective": "Users split one expense between several members. Each pays a share.",
+        "criteria": ["one", "two", "three"],
+        "points": 3,
+        "nested": {"note": "a b c d e f g h i j"},
+    }
+    assert shortened(value) == {
+        "objective": "Users split one expense between several members.",
+        "criteria": ["one", "two"],
+        "points": 3,
+        "nested": {"note": "a b c d e f g h"},
+    }
 
 
 async def test_a_draft_that_never_validates_ends_after_the_bound(make_settings) -> None:
@@ -243,7 +294,7 @@ def test_generate_entity_contract(client_with) -> None:
         metadata["status"],
     ) == (321, 45, 1, "completed")
     assert metadata["durationMs"] > 0
-    assert (metadata["model"], metadata["provider"]) == ("gemma3-270m", "local")
+    assert (metadata["model"], metadata["provider"]) == ("qwen2.5-coder-0.5b", "local")
 
 
 def test_a_short_user_prompt_is_a_422(client_with) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from context_kit_service.retrieval.lexical import STOPWORDS
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float:
@@ -61,6 +64,53 @@ def link_correct(entity: Mapping[str, Any], field: str, entity_id: str) -> bool:
     """Whether `field` (dotted, e.g. `related.feature`) holds `entity_id`, or a list with it."""
     value = _lookup(entity, field)
     return value == entity_id or (isinstance(value, list) and entity_id in value)
+
+
+_WORD = re.compile(r"[^\W_]+")
+COPY_GRAM = 6
+"""Words in a row that count as copied when another text has them in the same order."""
+STEM = 5
+"""Letters that identify a word for `on_topic` ("splitting" matches "split")."""
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def entity_text(value: Any) -> str:
+    """Every string in an entity (nested lists and mappings included), one per line."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list):
+        return "\n".join(text for text in map(entity_text, value) if text)
+    return ""
+
+
+def _grams(tokens: Sequence[str]) -> Iterable[tuple[str, ...]]:
+    return (tuple(tokens[i : i + COPY_GRAM]) for i in range(len(tokens) - COPY_GRAM + 1))
+
+
+def novelty(text: str, others: Iterable[str]) -> float:
+    """Share of the words of `text` in no run of COPY_GRAM words that one of `others` also
+    has: 1.0 when nothing is copied, 0.0 when all of it is (a text shorter than a run: 1.0)."""
+    tokens = words(text)
+    seen = {gram for other in others for gram in _grams(words(other))}
+    copied = [False] * len(tokens)
+    for start, gram in enumerate(_grams(tokens)):
+        if gram in seen:
+            copied[start : start + COPY_GRAM] = [True] * COPY_GRAM
+    return 1.0 - sum(copied) / len(tokens) if tokens else 1.0
+
+
+def on_topic(prompt: str, text: str) -> float:
+    """Share of the prompt's content words (not stopwords, three letters or more) that `text`
+    uses, words compared by their first STEM letters. 1.0 for a prompt without one."""
+    wanted = {w[:STEM] for w in words(prompt) if w not in STOPWORDS and len(w) > 2}
+    if not wanted:
+        return 1.0
+    return len(wanted & {w[:STEM] for w in words(text)}) / len(wanted)
 
 
 def _same(expected: Any, actual: Any) -> bool:

@@ -128,6 +128,24 @@ async def run_rag(example: RagExample, target: Target) -> Scored:
     )
 
 
+async def repository_texts(target: Target) -> list[str]:
+    """The text of every entity in the target's repository (what a generated entity must not
+    copy: its worked examples are among them), read through the tool graph."""
+
+    async def run(tool_id: str, **parameters: Any) -> dict[str, Any]:
+        output = await target.invoke(
+            "tool_execution", {"tool_id": tool_id, "parameters": parameters}
+        )
+        if output.get("status") != "completed":
+            raise RuntimeError(f"{tool_id} failed: {output.get('error')}")
+        result: dict[str, Any] = output["result"]
+        return result
+
+    listed = await run("list_entities")
+    entities = [await run("get_entity", entity_id=e["id"]) for e in listed["entities"]]
+    return [metrics.entity_text(e["data"]) for e in entities]
+
+
 async def run_generation(example: GenerationExample, target: Target) -> Scored:
     payload = {
         "entity_type": example.entity_type,
@@ -137,9 +155,12 @@ async def run_generation(example: GenerationExample, target: Target) -> Scored:
     output = await target.invoke("generation", payload)
     entity = output.get("entity") or {}
     link = example.checks.link
+    text = metrics.entity_text({k: v for k, v in entity.items() if k != "id"})
     scores = {
         "schema_valid": float(bool(output.get("valid"))),
         "required_filled": metrics.required_filled(entity, example.checks.required),
+        "novelty": metrics.novelty(text, await repository_texts(target)),
+        "on_topic": metrics.on_topic(example.prompt, text),
     }
     if link is not None:
         scores["link_correct"] = float(metrics.link_correct(entity, link.field, link.id))
@@ -188,7 +209,7 @@ SUITES: dict[str, Suite[Any]] = {
         "generation",
         GenerationExample,
         run_generation,
-        ("schema_valid", "required_filled", "link_correct"),
+        ("schema_valid", "required_filled", "link_correct", "novelty", "on_topic"),
     ),
     "tool_use": Suite(
         "tool_use", ToolUseExample, run_tool_use, ("tool_selected", "argument_accuracy")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -189,6 +190,41 @@ def _without_repository(state: State) -> dict[str, Any]:
     }
 
 
+EXAMPLES = 2
+EXAMPLE_WORDS = 8
+"""The most words an example's text keeps: enough to show the style, too few to copy."""
+EXAMPLE_ITEMS = 2
+"""The most items an example's list keeps."""
+
+
+def shortened(value: Any) -> Any:
+    """`value` with each text cut to its first EXAMPLE_WORDS words (at a sentence's end when
+    sooner) and each list to EXAMPLE_ITEMS items; other values as they are."""
+    if isinstance(value, str):
+        sentence = re.split(r"(?<=[.!?])\s", value.strip(), maxsplit=1)[0]
+        return " ".join(sentence.split()[:EXAMPLE_WORDS])
+    if isinstance(value, list):
+        return [shortened(v) for v in value[:EXAMPLE_ITEMS]]
+    if isinstance(value, dict):
+        return {k: shortened(v) for k, v in value.items()}
+    return value
+
+
+def worked_examples(
+    repo: Repository, entity_type: str, schema: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Entities of the type that show the most of its fields (the first ids on a tie),
+    shortened: they show the format whatever the request, and a model that copies one
+    writes neither its topic nor its text."""
+    fields = schema["properties"]
+
+    def shown(entity: Entity) -> int:
+        return sum(1 for k, v in entity.data.items() if k in fields and v not in (None, "", []))
+
+    chosen = sorted(repo.by_type(entity_type), key=lambda e: -shown(e))[:EXAMPLES]
+    return [shortened({k: v for k, v in e.data.items() if k in fields}) for e in chosen]
+
+
 def must_link(repo: Repository, entity_type: str) -> bool:
     """Whether the type's schema requires its link to a feature (a user story's `feature`)."""
     link = ENTITY_TYPES[entity_type].feature_link
@@ -260,14 +296,6 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
     lines += [
         f"[{h.entity_id}] ({h.entity_type}) {h.title}" for h in hits[:4] if h.entity_id != linked
     ]
-    same_type = [h.entity_id for h in hits if h.entity_type == state.entity_type]
-    if not same_type:
-        same_type = [e.id for e in repo.by_type(state.entity_type)]
-    examples = [
-        {k: v for k, v in repo.entities[i].data.items() if k in schema["properties"]}
-        for i in same_type[:2]
-        if i in repo.entities
-    ]
     return {
         **link,
         "repo_root": str(root),
@@ -275,7 +303,7 @@ async def gather_context(state: State, config: RunnableConfig) -> dict[str, Any]
         "entity_id": repo.next_id(state.entity_type),
         "draft_schema": schema,
         "context": "\n".join(lines) or "(none)",
-        "examples": examples,
+        "examples": worked_examples(repo, state.entity_type, schema),
         "started_at": started,
     }
 
