@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
+from context_kit_service.local_models import LocalChatModel
 from context_kit_service.local_models.chat_template import (
     TemplateAnswerStream,
     parse_template_reply,
@@ -75,7 +75,7 @@ def test_the_template_renders_system_tools_calls_and_results(qwen: LocalChatMode
 
 
 def test_a_model_without_a_template_keeps_the_transcript() -> None:
-    gemma = LocalChatModel(model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS, n_ctx=1024)
+    gemma = LocalChatModel(model_path="gemma3-270m", models_dir=SHARED_MODELS, n_ctx=1024)
     assert gemma.runtime.chat_template() is None
     messages = [
         SystemMessage("You answer briefly."),
@@ -130,11 +130,15 @@ def test_the_grammar_allows_only_a_bound_tool_or_an_answer(qwen: LocalChatModel)
     assert free.splitlines()[:4] == [
         "root ::= cks-answer | cks-call",
         'cks-call ::= "<tool_call>" cks-nl cks-call-json cks-nl "</tool_call>" | '
-        '"```json" cks-nl cks-call-json cks-nl "```"',
+        '"```json" cks-nl cks-call-json cks-nl "```" | cks-call-json',
         'cks-nl ::= "\\n"?',
         r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*",
     ]
     assert required.splitlines()[0] == "root ::= cks-call"
+    assert tool_call_grammar(tools, "none").splitlines() == [
+        "root ::= cks-answer",
+        r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*",
+    ]
     assert '"\\"get_entity\\""' in free  # the only name a call can carry
     LlamaGrammar.from_string(free, verbose=False)
     LlamaGrammar.from_string(required, verbose=False)
@@ -155,7 +159,18 @@ def test_the_grammar_allows_only_a_bound_tool_or_an_answer(qwen: LocalChatModel)
             [("get_entity", {"entity_id": "T-001"})],
             "",
         ),
+        (
+            '{"name": "list_entities", "arguments": {"entity_type": "task", "status": "todo"}}',
+            [("list_entities", {"entity_type": "task", "status": "todo"})],
+            "",
+        ),
+        (
+            '{"name": "get_entity", "arguments": {"entity_id": "[T-001]"}}',
+            [("get_entity", {"entity_id": "T-001"})],  # written as it would cite it
+            "",
+        ),
         ('<tool_call>\n{"name": "get_ent', [], ""),  # cut short
+        ('{"name": "get_ent', [], ""),
         ("T-001 is a task. ", [], "T-001 is a task."),
     ],
 )
@@ -168,6 +183,8 @@ def test_replies_are_read_back(text: str, calls: list[tuple[str, dict[str, str]]
 def test_the_answer_stream_hides_a_call_and_passes_an_answer() -> None:
     call, answer = TemplateAnswerStream(), TemplateAnswerStream()
     assert [call.feed(t) for t in ["<tool_call>", '{"name"', "}</tool_call>"]] == ["", "", ""]
+    bare = TemplateAnswerStream()
+    assert [bare.feed(t) for t in ['{"', 'name"', ': "next_id"}']] == ["", "", ""]
     assert [answer.feed(t) for t in ["It", " is", " T-001."]] == ["It", " is", " T-001."]
 
 

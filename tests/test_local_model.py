@@ -65,7 +65,8 @@ async def test_streaming_matches_invoke_and_reports_real_usage(model: LocalChatM
     usage = invoked.usage_metadata
     assert usage is not None
     runtime = model.runtime
-    assert usage["input_tokens"] == runtime.count_tokens(format_transcript(PROMPT), add_bos=True)
+    prompt = model._turn(PROMPT, None, {}).prompt  # the chat template's, or the transcript
+    assert usage["input_tokens"] == runtime.count_tokens(prompt, add_bos=True)
     assert usage["output_tokens"] == runtime.count_tokens(str(invoked.content), add_bos=False)
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
     streamed_usage = [c.usage_metadata for c in chunks if c.usage_metadata]

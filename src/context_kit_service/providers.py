@@ -46,6 +46,7 @@ class ChatModelSpec:
     context_window: int
     threads: int | None
     models_dir: Path
+    prefix_cache_mb: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
         context_window=settings.context_window,
         threads=settings.local_threads,
         models_dir=settings.local_models_dir,
+        prefix_cache_mb=settings.local_prefix_cache_mb,
     )
     changes = {key: value for key, value in overrides.items() if value is not None}
     if "provider" in changes and changes["provider"] != settings.provider:
@@ -169,6 +171,7 @@ def _local_chat(spec: ChatModelSpec) -> BaseChatModel:
         max_tokens=spec.max_tokens,
         n_ctx=spec.context_window,
         n_threads=spec.threads,
+        prefix_cache_mb=spec.prefix_cache_mb,
     )
 
 

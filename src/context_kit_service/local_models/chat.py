@@ -84,6 +84,8 @@ class LocalChatModel(BaseChatModel):
     max_tokens: int = 512
     n_ctx: int = 4096
     n_threads: int | None = None
+    prefix_cache_mb: int = 256
+    """Memory for saved prompt states, resumed by a later prompt with the same start (0: off)."""
     repeat_penalty: float = 1.1
     stop: list[str] | None = None
 
@@ -99,7 +101,9 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def runtime(self) -> LlamaRuntime:
-        return get_runtime(self.model_path, self.models_dir, self.n_ctx, self.n_threads)
+        return get_runtime(
+            self.model_path, self.models_dir, self.n_ctx, self.n_threads, self.prefix_cache_mb
+        )
 
     def follows_tool_template(self) -> bool:
         """Whether the model is an instruct model whose chat template writes native tool calls

@@ -26,8 +26,11 @@ from context_kit_service.local_models.grammar import without_patterns
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 FENCE_OPEN, FENCE_CLOSE = "```json", "```"
+CITED = re.compile(r"\[[A-Za-z][\w-]*\]")
 """The other way small instruct models write a call (Qwen2.5-Coder 0.5B prefers it)."""
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+ANSWER_RULE = r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*"
+"""An answer: it cannot start like a call (`<tool_call>`, a fence, bare JSON) or with a blank."""
 _ROOT = re.compile(r"(?<![\w-])root(?![\w-])")
 
 
@@ -96,10 +99,16 @@ def template_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
 
 
 def tool_call_grammar(tools: Sequence[dict[str, Any]], tool_choice: Any = None) -> str:
-    """A GBNF grammar for one reply with `tools` bound: a `<tool_call>` block calling one of
-    them with arguments that fit its parameters, or (unless `tool_choice` requires a call)
-    an answer. `tool_choice` as in LangChain's `bind_tools`."""
+    """A GBNF grammar for one reply with `tools` bound: a call of one of them with arguments
+    that fit its parameters, or (unless `tool_choice` requires a call) an answer. The call is
+    `{"name": ..., "arguments": ...}` in a `<tool_call>` block, a ```json fence, or bare: the
+    template asks for the block, but the 0.5B model's likeliest first token for a call is
+    `{"`, and refused it, it answers instead. `tool_choice` as in LangChain's `bind_tools`;
+    "none" admits the answer only."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    if tool_choice == "none":
+        return f"root ::= cks-answer\n{ANSWER_RULE}"
 
     calls = [
         {
@@ -128,20 +137,28 @@ def tool_call_grammar(tools: Sequence[dict[str, Any]], tool_choice: Any = None) 
         [
             "root ::= cks-call" if required else "root ::= cks-answer | cks-call",
             f'cks-call ::= "{CALL_OPEN}" cks-nl cks-call-json cks-nl "{CALL_CLOSE}" | '
-            f'"{FENCE_OPEN}" cks-nl cks-call-json cks-nl "{FENCE_CLOSE}"',
+            f'"{FENCE_OPEN}" cks-nl cks-call-json cks-nl "{FENCE_CLOSE}" | cks-call-json',
             'cks-nl ::= "\\n"?',
-            r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*",
+            ANSWER_RULE,
             call_rules,
         ]
     )
 
 
+def uncited(value: Any) -> Any:
+    """An argument as meant: a small model told to cite ids as `[FEAT-001]` writes them so in
+    arguments too."""
+    if isinstance(value, str) and CITED.fullmatch(value):
+        return value[1:-1]
+    return value
+
+
 def parse_template_reply(text: str) -> AIMessage:
     """A reply decoded under `tool_call_grammar`: a tool call, or the answer text."""
     stripped = text.strip()
-    for opening, closing in ((CALL_OPEN, CALL_CLOSE), (FENCE_OPEN, FENCE_CLOSE)):
+    for opening, closing in ((CALL_OPEN, CALL_CLOSE), (FENCE_OPEN, FENCE_CLOSE), ("{", None)):
         if stripped.startswith(opening):
-            body = stripped.removeprefix(opening).split(closing, 1)[0]
+            body = stripped if closing is None else stripped[len(opening) :].split(closing, 1)[0]
             break
     else:
         return AIMessage(content=stripped)
@@ -154,7 +171,7 @@ def parse_template_reply(text: str) -> AIMessage:
         tool_calls=[
             {
                 "name": call["name"],
-                "args": call["arguments"],
+                "args": {k: uncited(v) for k, v in call["arguments"].items()},
                 "id": f"call_{uuid.uuid4().hex[:12]}",
                 "type": "tool_call",
             }
@@ -164,11 +181,11 @@ def parse_template_reply(text: str) -> AIMessage:
 
 class TemplateAnswerStream:
     """The answer part of a streamed reply: under `tool_call_grammar` an answer cannot start
-    with `<` or a backquote, so the first character tells a call from an answer."""
+    with `<`, a backquote or `{`, so the first character tells a call from an answer."""
 
     def __init__(self) -> None:
         self._seen = ""
 
     def feed(self, token: str) -> str:
         self._seen += token
-        return "" if self._seen[:1] in ("<", "`") else token
+        return "" if self._seen[:1] in ("<", "`", "{") else token

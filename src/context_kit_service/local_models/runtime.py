@@ -41,6 +41,9 @@ class LlamaRuntime:
     models_dir: Path
     n_ctx: int
     n_threads: int | None
+    prefix_cache_mb: int = 0
+    """Memory for prompt states saved after each completion: a prompt sharing a longer start
+    with a saved state than with the one loaded resumes from it (llama-cpp-python's RAM cache)."""
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="llama")
     )
@@ -63,6 +66,7 @@ class LlamaRuntime:
                 "MODEL_NOT_FOUND", f"GGUF model file not found: {self.model_path}", status=503
             )
         from llama_cpp import Llama
+        from llama_cpp.llama_cache import LlamaRAMCache
 
         self._llama = Llama(
             model_path=str(path),
@@ -70,6 +74,8 @@ class LlamaRuntime:
             n_threads=self.n_threads or os.cpu_count() or 1,
             verbose=False,
         )
+        if self.prefix_cache_mb:
+            self._llama.set_cache(LlamaRAMCache(capacity_bytes=self.prefix_cache_mb << 20))
         return self._llama
 
     def grammar(self, json_schema: dict[str, Any] | None = None, gbnf: str | None = None) -> Any:
@@ -170,15 +176,15 @@ class LlamaRuntime:
             return Completion(text, prompt_tokens, completion_tokens, finish_reason)
 
 
-_runtimes: dict[tuple[str, Path, int, int | None], LlamaRuntime] = {}
+_runtimes: dict[tuple[str, Path, int, int | None, int], LlamaRuntime] = {}
 _runtimes_lock = threading.Lock()
 
 
 def get_runtime(
-    model_path: str, models_dir: Path, n_ctx: int, n_threads: int | None
+    model_path: str, models_dir: Path, n_ctx: int, n_threads: int | None, prefix_cache_mb: int = 0
 ) -> LlamaRuntime:
-    key = (model_path, models_dir, n_ctx, n_threads)
+    key = (model_path, models_dir, n_ctx, n_threads, prefix_cache_mb)
     with _runtimes_lock:
         if key not in _runtimes:
-            _runtimes[key] = LlamaRuntime(model_path, models_dir, n_ctx, n_threads)
+            _runtimes[key] = LlamaRuntime(model_path, models_dir, n_ctx, n_threads, prefix_cache_mb)
         return _runtimes[key]

@@ -80,7 +80,8 @@ def format_transcript(
 def tool_reply_schema(tools: Sequence[dict[str, Any]], tool_choice: Any = None) -> dict[str, Any]:
     """The JSON schema of a reply with tools bound: an answer, or one call of a bound tool
     with arguments that fit its parameters. `tool_choice` as in LangChain's `bind_tools`:
-    "any"/"required" allows calls only, a tool's name that call only. (The answer has no
+    "any"/"required" allows calls only, a tool's name that call only, "none" the answer only
+    (the tools stay described in the prompt). (The answer has no
     `maxLength`: `max_tokens` bounds it, and a long bound becomes a grammar so deeply nested
     that llama.cpp crashes on it.)"""
 
@@ -106,6 +107,8 @@ def tool_reply_schema(tools: Sequence[dict[str, Any]], tool_choice: Any = None) 
         for t in tools
         if tool_choice in (None, "auto", "any", "required") or t["function"]["name"] == tool_choice
     ]
+    if tool_choice == "none":
+        return {"anyOf": [answer]}
     if not calls and tool_choice not in (None, "auto"):
         raise ValueError(f"tool_choice {tool_choice!r} names no bound tool")
     return {"anyOf": calls if tool_choice not in (None, "auto") else [answer, *calls]}
