@@ -278,9 +278,9 @@ def test_history_is_trimmed_by_tokens_to_the_latest_turns() -> None:
     short = conversation[:2]
     assert fit_to_window(system, short, model, budget=200) == [*system, *short]
     # The tools the local model describes in its prompt take room from the conversation.
-    with_tools = fit_to_window(system, conversation, model, budget=1000, tools=ASSISTANT_TOOLS)
-    assert model.get_num_tokens_from_messages(with_tools, tools=ASSISTANT_TOOLS) <= 1000
-    assert len(with_tools) < len(fit_to_window(system, conversation, model, budget=1000))
+    with_tools = fit_to_window(system, conversation, model, budget=2500, tools=ASSISTANT_TOOLS)
+    assert model.get_num_tokens_from_messages(with_tools, tools=ASSISTANT_TOOLS) <= 2500
+    assert len(with_tools) < len(fit_to_window(system, conversation, model, budget=2500))
 
 
 async def test_the_retrieval_tool_searches_the_repository(make_settings) -> None:
@@ -334,17 +334,104 @@ def test_the_context_snapshot_is_given_whole_or_cut_to_its_token_budget() -> Non
 def test_the_local_model_gets_tools_when_it_is_an_instruct_model_or_settings_say_so(
     make_settings,
 ) -> None:
-    from context_kit_service.graphs.assistant import offers_tools
-    from context_kit_service.local_models import DEFAULT_LOCAL_MODEL, LocalChatModel
+    from context_kit_service.graphs.assistant import offered_tools
+    from context_kit_service.local_models import LocalChatModel
 
-    base = LocalChatModel(model_path=DEFAULT_LOCAL_MODEL, models_dir=SHARED_MODELS)
+    base = LocalChatModel(model_path="gemma3-270m", models_dir=SHARED_MODELS)
     instruct = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS)
     scripted = script(AIMessage("hi"))
+    every = [t.name for t in ASSISTANT_TOOLS]
+    core = [
+        "get_entity",
+        "list_entities",
+        "search_context",
+        "impact_analysis",
+        "next_id",
+        "validate_repository",
+    ]
     assert [
-        offers_tools(base, make_settings()),
-        offers_tools(base, make_settings(local_tools=True)),
-        offers_tools(instruct, make_settings()),
-        offers_tools(instruct, make_settings(local_tools=False)),
-        offers_tools(scripted, make_settings()),
-        offers_tools(scripted, make_settings(local_tools=False)),
-    ] == [False, True, True, False, True, True]
+        [t.name for t in offered_tools(base, make_settings())],
+        [t.name for t in offered_tools(base, make_settings(local_tools=True))],
+        [t.name for t in offered_tools(instruct, make_settings())],
+        [t.name for t in offered_tools(instruct, make_settings(local_toolset="all"))],
+        [t.name for t in offered_tools(instruct, make_settings(local_tools=False))],
+        [t.name for t in offered_tools(scripted, make_settings())],
+        [t.name for t in offered_tools(scripted, make_settings(local_tools=False))],
+    ] == [[], core, core, every, [], every, every]
+    assert len(every) == 12
+
+
+def test_with_the_core_tools_a_step_looks_up_chooses_or_answers() -> None:
+    from langchain_core.messages import ToolMessage
+    from langchain_core.runnables import RunnableBinding
+
+    from context_kit_service.graphs.assistant import bind_step, next_step
+    from context_kit_service.local_models import LocalChatModel
+    from context_kit_service.tools.registry import CORE_TOOLS
+
+    root = str(SAMPLE_REPO)
+    asked = [HumanMessage("What is my name?"), AIMessage("Ada."), HumanMessage("Show T-009.")]
+    called = AIMessage("", tool_calls=[call("get_entity", {"entity_id": "T-009"}, "c1")])
+    assert [
+        next_step(asked, root),
+        next_step(asked[:1], root),
+        next_step([HumanMessage("What is T-999, and ab-1?")], root),  # no such entities
+        next_step([*asked, called, ToolMessage("{}", tool_call_id="c1")], root),
+    ] == ["look_up", "choose", "choose", "answer"]
+
+    model = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS)
+
+    def binding(step: Any) -> tuple[Any, int]:
+        assert isinstance(step, RunnableBinding)
+        return step.kwargs["tool_choice"], len(step.kwargs["tools"])
+
+    assert binding(bind_step(model, CORE_TOOLS, "look_up")) == ("any", 6)
+    assert binding(bind_step(model, CORE_TOOLS, "choose")) == (None, 6)
+    assert binding(bind_step(model, CORE_TOOLS, "answer")) == ("none", 6)
+    assert binding(bind_step(model, ASSISTANT_TOOLS, "answer")) == (None, 12)
+    assert bind_step(model, [], "look_up") is model
+
+
+def test_earlier_turns_reach_a_small_model_without_their_lookups() -> None:
+    from langchain_core.messages import ToolMessage
+
+    from context_kit_service.graphs.assistant import without_past_lookups
+
+    looked = AIMessage("", tool_calls=[call("get_entity", {"entity_id": "T-009"}, "c1")])
+    result = ToolMessage('{"id": "T-009"}', tool_call_id="c1")
+    again = AIMessage("", tool_calls=[call("next_id", {"entity_type": "task"}, "c2")])
+    messages = [
+        HumanMessage("Show T-009."),
+        looked,
+        result,
+        AIMessage("T-009 is blocked."),
+        HumanMessage("And the next task id?"),
+        again,
+        ToolMessage('{"id": "T-011"}', tool_call_id="c2"),
+    ]
+    assert without_past_lookups(messages) == [
+        messages[0],
+        messages[3],
+        *messages[4:],
+    ]
+    assert without_past_lookups([]) == []
+
+
+async def test_the_embedded_instruct_model_looks_up_the_next_id_then_answers_with_it(
+    make_settings,
+) -> None:
+    from context_kit_service.local_models import LocalChatModel
+
+    model = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS, temperature=0)
+    question = "Which id should the next task get?"
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage(question)], "repo_path": str(SAMPLE_REPO)},
+        config(model, make_settings()),  # type: ignore[arg-type]
+    )
+    transcript = out["transcript"]
+    assert [m["role"] for m in transcript] == ["user", "assistant", "tool", "assistant"]
+    assert [(c["name"], c["args"]) for c in transcript[1]["toolCalls"]] == [
+        ("next_id", {"entity_type": "task"})
+    ]
+    assert json.loads(transcript[2]["content"]) == {"entityType": "task", "id": "T-011"}
+    assert "T-011" in out["answer"]

@@ -45,4 +45,4 @@ async def test_the_embedded_model_writes_a_valid_entity(
     assert out["entity"]["id"] == repo.next_id(entity_type)
     assert out["prompt_tokens"] > 0
     assert out["completion_tokens"] > 0
-    assert out["model"] == "gemma3-270m"
+    assert out["model"] == "qwen2.5-coder-0.5b"

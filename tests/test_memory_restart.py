@@ -33,7 +33,7 @@ def ask(url: str, thread: str, question: str) -> dict:
 @pytest.mark.model
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_thread_survives_sigkill_and_restart(tmp_path: Path, store: str) -> None:
-    env = {"CKS_REPO_PATH": str(SAMPLE_REPO)}
+    env = {"CKS_REPO_PATH": str(SAMPLE_REPO), "CKS_LOCAL_TOOLS": "false"}  # memory, not tools
     if store == "postgres":
         env["CKS_DATABASE_URL"] = POSTGRES_URL
     thread = f"restart-{uuid.uuid4().hex[:8]}"
@@ -60,7 +60,11 @@ def test_a_thread_survives_sigkill_and_restart(tmp_path: Path, store: str) -> No
 
 @pytest.mark.model
 def test_two_replicas_share_threads_through_postgres(tmp_path: Path) -> None:
-    env = {"CKS_REPO_PATH": str(SAMPLE_REPO), "CKS_DATABASE_URL": POSTGRES_URL}
+    env = {
+        "CKS_REPO_PATH": str(SAMPLE_REPO),
+        "CKS_DATABASE_URL": POSTGRES_URL,
+        "CKS_LOCAL_TOOLS": "false",  # memory, not tools
+    }
     thread = f"replicas-{uuid.uuid4().hex[:8]}"
     a = start(tmp_path / "a", env=env)
     b = start(tmp_path / "b", env=env)

@@ -38,8 +38,8 @@ class Settings(BaseSettings):
         None,
         description="Model name (Ollama/OpenAI), deployment (Azure) or GGUF path (local). "
         "Empty means the provider's default. For `local`: a packaged model "
-        "(`qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b` after `make install-1.5b`, `gemma3-270m`, "
-        "the default) or a GGUF path.",
+        "(`qwen2.5-coder-0.5b`, the default; `qwen2.5-coder-1.5b` after `make install-1.5b`; "
+        "`gemma3-270m`, a base model for the smallest machines) or a GGUF path.",
     )
     ollama_url: str = Field(
         "http://127.0.0.1:11434",
@@ -65,11 +65,25 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(
         None, gt=0, description="CPU threads for the local model (default: all cores)."
     )
+    local_prefix_cache_mb: int = Field(
+        256,
+        ge=0,
+        le=65536,
+        description="Memory (MiB) for the local model's saved prompt states: a request whose "
+        "prompt starts like an earlier one (the same system prompt and tools) resumes from its "
+        "state instead of reading the prefix again. 0 turns it off.",
+    )
     local_tools: bool | None = Field(
         None,
         description="Offer the assistant's tools to the local model. Empty: offered to an "
         "instruct model whose chat template writes tool calls (the packaged Qwen models), not "
         "to a base model (the packaged Gemma 270M calls them poorly).",
+    )
+    local_toolset: Literal["core", "all"] = Field(
+        "core",
+        description="The tools offered to the local model: `core` (six read-only tools: "
+        "get_entity, list_entities, search_context, impact_analysis, next_id, "
+        "validate_repository) or `all` (every assistant tool, writes included).",
     )
 
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -21,12 +23,14 @@ from langchain_core.messages import (
     AIMessage,
     AnyMessage,
     BaseMessage,
+    HumanMessage,
     SystemMessage,
     ToolMessage,
     messages_from_dict,
 )
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
@@ -38,15 +42,16 @@ from context_kit_service.graphs import prompts
 from context_kit_service.local_models import LocalChatModel
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
+from context_kit_service.repository.cache import repositories
 from context_kit_service.settings import Settings
 from context_kit_service.tools.confinement import resolve_repository
-from context_kit_service.tools.registry import REPOSITORY_TOOLS, WRITE_TOOLS
+from context_kit_service.tools.registry import CORE_TOOLS, REPOSITORY_TOOLS, WRITE_TOOLS
 from context_kit_service.tools.retrieval_tool import search_context
 
 MAX_TOOL_ROUNDS = 6
 ANSWER_TAG = "assistant_answer"
 """Tags the model call whose tokens are the assistant's reply (what a token stream shows)."""
-ASSISTANT_TOOLS = [*REPOSITORY_TOOLS, search_context]
+ASSISTANT_TOOLS: list[BaseTool] = [*REPOSITORY_TOOLS, search_context]
 
 
 MESSAGE_TYPES = ("human", "ai", "system", "tool")
@@ -181,35 +186,86 @@ def fit_to_window(
     return [*system, *kept]
 
 
-def offers_tools(model: BaseChatModel, settings: Settings) -> bool:
-    """Every provider's model gets the tools; the local one when it is an instruct model whose
-    chat template writes tool calls, unless `CKS_LOCAL_TOOLS` says otherwise. May load the
-    local model."""
+def offered_tools(model: BaseChatModel, settings: Settings) -> list[BaseTool]:
+    """Every tool for a provider's model. For the local one, when it is an instruct model
+    whose chat template writes tool calls (or `CKS_LOCAL_TOOLS` says so), the tools of
+    `CKS_LOCAL_TOOLSET`. May load the local model."""
     if not isinstance(model, LocalChatModel):
-        return True
-    if settings.local_tools is not None:
-        return settings.local_tools
-    return model.follows_tool_template()
+        return ASSISTANT_TOOLS
+    choice = settings.local_tools
+    if not (model.follows_tool_template() if choice is None else choice):
+        return []
+    return CORE_TOOLS if settings.local_toolset == "core" else ASSISTANT_TOOLS
+
+
+Step = Literal["look_up", "choose", "answer"]
+ENTITY_ID = re.compile(r"\b[A-Z][A-Z0-9]*-\d+\b")
+"""What may be an entity id in a message (checked against the repository)."""
+
+
+def next_step(messages: Sequence[BaseMessage], repo_root: str) -> Step:
+    """What a step with the core tools may do: answer after a tool's result; look up after a
+    user message naming an entity of the repository (a small model answers about an entity
+    from memory when it may choose); else choose between a tool and an answer."""
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return "answer"
+    named = ENTITY_ID.findall(last.text) if isinstance(last, HumanMessage) else []
+    if named and any(i in repositories.get(Path(repo_root)).entities for i in named):
+        return "look_up"
+    return "choose"
+
+
+def without_past_lookups(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The conversation without the tool calls and results of earlier turns (their answers
+    stay): a small model given them answers the next question from them, or repeats them."""
+    turn = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    return [
+        m
+        for i, m in enumerate(messages)
+        if i >= turn
+        or not (isinstance(m, ToolMessage) or (isinstance(m, AIMessage) and m.tool_calls))
+    ]
+
+
+def bind_step(
+    model: BaseChatModel, tools: list[BaseTool], step: Step
+) -> Runnable[Any, BaseMessage]:
+    """The model as one step calls it. With the core tools, `step` decides whether it must
+    call one, must answer, or chooses (the tools stay in the prompt either way, so every step
+    shares its start). Other tool sets leave every choice to the model."""
+    if not tools:
+        return model
+    if tools != CORE_TOOLS or step == "choose":
+        return model.bind_tools(tools)
+    return model.bind_tools(tools, tool_choice="any" if step == "look_up" else "none")
 
 
 async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     model, spec = chat_model_for(config)
     settings = service_settings(config)
     budget = max(256, settings.context_window - spec.max_tokens)
-    system: list[BaseMessage] = [SystemMessage(prompts.ASSISTANT_SYSTEM)]
-    if state.context_snapshot:
-        snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
-        system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
 
-    def window() -> tuple[Sequence[Any], list[BaseMessage]]:
-        tools = ASSISTANT_TOOLS if state.repo_root and offers_tools(model, settings) else []
-        return tools, fit_to_window(system, list(state.messages), model, budget, tools)
+    def window() -> tuple[Runnable[Any, BaseMessage], list[BaseMessage]]:
+        tools = offered_tools(model, settings) if state.repo_root else []
+        core = tools == CORE_TOOLS
+        system: list[BaseMessage] = [
+            SystemMessage(prompts.ASSISTANT_CORE if core else prompts.ASSISTANT_SYSTEM)
+        ]
+        if state.context_snapshot:
+            snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
+            system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
+        conversation: list[BaseMessage] = list(state.messages)
+        if core:
+            conversation = without_past_lookups(conversation)
+        history = fit_to_window(system, conversation, model, budget, tools)
+        step = next_step(state.messages, state.repo_root) if core else "choose"
+        return bind_step(model, tools, step), history
 
     # Reading the template and counting tokens may load the local model: off the event loop.
-    tools, history = await asyncio.to_thread(window)
+    step, history = await asyncio.to_thread(window)
     try:
-        answering = (model.bind_tools(tools) if tools else model).with_config(tags=[ANSWER_TAG])
-        reply = await answering.ainvoke(history, config)
+        reply = await step.with_config(tags=[ANSWER_TAG]).ainvoke(history, config)
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
     assert isinstance(reply, AIMessage)

@@ -67,6 +67,21 @@ entities (features, user stories, specs, tasks, services, packages, governance) 
 documents. Use the tools to look things up before answering; cite entity ids in brackets, \
 like [FEAT-001]. Tools that change the repository need the user's approval. Be brief."""
 
+ASSISTANT_CORE = """You are the assistant of a software project's context repository: YAML \
+entities (features, user stories, specs, tasks, services, packages, governance) with ids like \
+FEAT-001, US-002, SPEC-003, T-004, SVC-005, PKG-006. For a question about the repository, call \
+one tool first, then answer from its result:
+- get_entity: one entity by its id, e.g. "show T-009" or "what does SPEC-003 say";
+- list_entities: entities of a type and/or status, e.g. "which tasks are blocked";
+- search_context: a topic without an id, e.g. "anything about CSV imports";
+- impact_analysis: what a change to an entity affects or what depends on it;
+- next_id: the id a new entity of a type would get;
+- validate_repository: check the whole repository for errors.
+Answer in one or two sentences, citing ids in brackets like [FEAT-001]. Answer what the user \
+told you in this conversation from the conversation, without a tool."""
+"""The assistant's system prompt when a local model is offered the core tools: each tool
+with the kind of request it answers, since a small model cannot tell them apart by schema."""
+
 ASSISTANT_STEP_LIMIT = (
     "I stopped after {rounds} rounds of tool calls without a final answer. "
     "Ask again more narrowly, or ask me to continue."

@@ -74,7 +74,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     )
 }
 
-DEFAULT_LOCAL_MODEL = "gemma3-270m"
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
 """What `CKS_MODEL` means when empty."""
 
 _assembling = threading.Lock()

@@ -52,6 +52,17 @@ REPOSITORY_TOOLS: list[BaseTool] = [
 ]
 """What the assistant's model may call (with `search_context`)."""
 
+CORE_TOOLS: list[BaseTool] = [
+    get_entity,
+    list_entities,
+    search_context,
+    impact_analysis,
+    next_id,
+    validate_repository,
+]
+"""What a local model is offered by default: six read-only tools that do not overlap, so a
+small model can tell them apart (the full set has three ways to read an entity)."""
+
 PIPELINES: dict[str, BaseTool] = {
     "validate": validate_repository,
     "build-graph": dependency_graph,
