@@ -37,11 +37,15 @@ def model() -> Iterator[LocalChatModel]:
 def test_the_factory_builds_the_local_model_on_the_packaged_gguf(make_settings) -> None:
     model = get_chat_model(chat_spec(make_settings(), temperature=0.0, max_tokens=5))
     assert isinstance(model, LocalChatModel)
-    assert (model.model_path, model.temperature, model.max_tokens) == (
-        DEFAULT_LOCAL_MODEL,
+    assert (model.model_path, model.temperature, model.max_tokens, model.prefix_cache_mb) == (
+        "qwen2.5-coder-0.5b",
         0.0,
         5,
+        256,
     )
+    off = get_chat_model(chat_spec(make_settings(local_prefix_cache_mb=0)))
+    assert isinstance(off, LocalChatModel)
+    assert off.prefix_cache_mb == 0
 
 
 def test_transcript_is_a_completion_prompt() -> None:
@@ -185,3 +189,26 @@ async def test_counting_tokens_does_not_wait_for_a_generation(model: LocalChatMo
     assert time.monotonic() - started < 0.5
     assert count == len(long.runtime.tokenize("hello world", add_bos=False))
     await stream.aclose()
+
+
+async def test_the_prefix_cache_resumes_a_prompt_that_starts_like_a_saved_one() -> None:
+    def local(cache_mb: int) -> LocalChatModel:
+        return LocalChatModel(
+            model_path=DEFAULT_LOCAL_MODEL,
+            models_dir=SHARED_MODELS,
+            temperature=0.0,
+            max_tokens=6,
+            n_ctx=1024,
+            prefix_cache_mb=cache_mb,
+        )
+
+    cached, plain = local(64), local(0)
+    system = SystemMessage("You answer in a few words about colours and nature. " * 20)
+    await cached.ainvoke([system, HumanMessage("What colour is the sky?")])
+    await cached.ainvoke([HumanMessage("Say hi.")])  # what llama.cpp alone would keep
+    resumed = await cached.ainvoke([system, HumanMessage("What colour is grass?")])
+    cache = cached.runtime.llama().cache
+    assert (cache.capacity_bytes, len(cache.cache_state)) == (64 << 20, 3)
+    assert plain.runtime.llama().cache is None
+    fresh = await plain.ainvoke([system, HumanMessage("What colour is grass?")])
+    assert resumed.content == fresh.content != ""
