@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from context_kit_service.retrieval.lexical import STOPWORDS
+from context_kit_service.retrieval.lexical import STOPWORDS, WORD
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float:
@@ -66,7 +65,6 @@ def link_correct(entity: Mapping[str, Any], field: str, entity_id: str) -> bool:
     return value == entity_id or (isinstance(value, list) and entity_id in value)
 
 
-_WORD = re.compile(r"[^\W_]+")
 COPY_GRAM = 6
 """Words in a row that count as copied when another text has them in the same order."""
 STEM = 5
@@ -74,7 +72,7 @@ STEM = 5
 
 
 def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    return [w.lower() for w in WORD.findall(text)]
 
 
 def entity_text(value: Any) -> str:

@@ -26,8 +26,9 @@ from context_kit_service.local_models.grammar import without_patterns
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 FENCE_OPEN, FENCE_CLOSE = "```json", "```"
-CITED = re.compile(r"\[[A-Za-z][\w-]*\]")
 """The other way small instruct models write a call (Qwen2.5-Coder 0.5B prefers it)."""
+CITED = re.compile(r"\[[A-Za-z][\w-]*\]")
+"""An id written as an answer cites it: `[FEAT-001]`."""
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 ANSWER_RULE = r"cks-answer ::= [^<>{`\x00 \t\n] [^\x00]*"
 """An answer: it cannot start like a call (`<tool_call>`, a fence, bare JSON) or with a blank."""

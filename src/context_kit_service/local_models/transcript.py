@@ -94,6 +94,8 @@ def tool_reply_schema(tools: Sequence[dict[str, Any]], tool_choice: Any = None) 
             "required": ["answer"],
         }
     )
+    if tool_choice == "none":
+        return {"anyOf": [answer]}
     calls = [
         closed(
             {
@@ -107,8 +109,6 @@ def tool_reply_schema(tools: Sequence[dict[str, Any]], tool_choice: Any = None) 
         for t in tools
         if tool_choice in (None, "auto", "any", "required") or t["function"]["name"] == tool_choice
     ]
-    if tool_choice == "none":
-        return {"anyOf": [answer]}
     if not calls and tool_choice not in (None, "auto"):
         raise ValueError(f"tool_choice {tool_choice!r} names no bound tool")
     return {"anyOf": calls if tool_choice not in (None, "auto") else [answer, *calls]}

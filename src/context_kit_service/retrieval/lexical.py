@@ -38,7 +38,8 @@ STOPWORDS = frozenset(_STOPWORDS.split())
 """Words that carry no topic: a query made only of them matches nothing."""
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_WORD = re.compile(r"[^\W_]+")
+WORD = re.compile(r"[^\W_]+")
+"""A word: letters and digits in any script (what FTS5's unicode61 tokenizer keeps)."""
 _ID = re.compile(r"\b([A-Za-z]+)-(\d+)\b")
 
 
@@ -57,7 +58,7 @@ def query_terms(query: str) -> list[str]:
     terms: list[str] = []
     for prefix, number in _ID.findall(query):
         terms.append(f'"{prefix.lower()} {number}"')
-    for word in _WORD.findall(lexical_text(query)):
+    for word in WORD.findall(lexical_text(query)):
         lowered = word.lower()
         if lowered not in STOPWORDS and (len(lowered) > 1 or lowered.isdigit()):
             terms.append(f'"{lowered}"')

@@ -28,7 +28,7 @@ def search_context(
         str,
         Field(
             min_length=1,
-            max_length=1000,
+            max_length=QUERY_CHARS,
             description='The topic in a few words, e.g. "CSV imports" for "find anything that '
             'talks about CSV imports".',
         ),
