@@ -377,7 +377,22 @@ def test_with_the_core_tools_a_step_looks_up_chooses_or_answers() -> None:
         next_step(asked[:1], root),
         next_step([HumanMessage("What is T-999, and ab-1?")], root),  # no such entities
         next_step([*asked, called, ToolMessage("{}", tool_call_id="c1")], root),
-    ] == ["look_up", "choose", "choose", "answer"]
+        next_step([HumanMessage("The reviewer for T-004 is Hopper.")], root),
+        next_step([HumanMessage("Remember the code word: pelican.")], root),
+        next_step([HumanMessage("Find anything about CSV imports.")], root),
+        next_step([HumanMessage("please list the blocked tasks")], root),
+        next_step([HumanMessage("I want a new task. Which id will it get")], root),
+    ] == [
+        "look_up",
+        "choose",
+        "choose",
+        "answer",
+        "converse",
+        "converse",
+        "choose",
+        "choose",
+        "choose",
+    ]
 
     model = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS)
 

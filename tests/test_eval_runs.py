@@ -233,6 +233,12 @@ def test_embedded_model_gate(tmp_path: Path) -> None:
         data_dir=tmp_path / "data",
     )  # fmt: skip
     assert tool_use.returncode == 0, tool_use.stdout + tool_use.stderr
+    assistant = run_cli(
+        "assistant", "--limit", "6", "--temperature", "0", "--no-progress", "--out", str(tmp_path / "memory"),
+        "--fail-under", "remembered=0.8",
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    assert assistant.returncode == 0, assistant.stdout + assistant.stderr
 
 
 async def test_rag_scores_per_category_on_each_examples_repository(make_settings) -> None:

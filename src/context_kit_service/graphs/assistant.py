@@ -198,18 +198,32 @@ def offered_tools(model: BaseChatModel, settings: Settings) -> list[BaseTool]:
     return CORE_TOOLS if settings.local_toolset == "core" else ASSISTANT_TOOLS
 
 
-Step = Literal["look_up", "choose", "answer"]
+Step = Literal["look_up", "choose", "answer", "converse"]
 ENTITY_ID = re.compile(r"\b[A-Z][A-Z0-9]*-\d+\b")
 """What may be an entity id in a message (checked against the repository)."""
 
 
+REQUEST = re.compile(
+    r"\?|(^|[.!;:]\s)\W*(please\s+)?(show|list|find|search|open|give|get|run|check|validate|look|tell|"
+    r"describe|explain|summari[sz]e|compare|count|display|read|what|which|who|whom|whose|where|"
+    r"when|why|how)\b",
+    re.IGNORECASE,
+)
+"""A message that asks for something: it has a question mark, or a sentence of it starts with
+a request verb or a question word. Anything else tells the assistant something."""
+
+
 def next_step(messages: Sequence[BaseMessage], repo_root: str) -> Step:
-    """What a step with the core tools may do: answer after a tool's result; look up after a
-    user message naming an entity of the repository (a small model answers about an entity
+    """What a step with the core tools may do: answer after a tool's result; reply from the
+    conversation alone, tools unseen, to a message that asks nothing (a small model shown
+    tools calls one for "My team is Harbour." too, or writes a call as its answer); look up
+    after a request naming an entity of the repository (a small model answers about an entity
     from memory when it may choose); else choose between a tool and an answer."""
     last = messages[-1]
     if isinstance(last, ToolMessage):
         return "answer"
+    if isinstance(last, HumanMessage) and not REQUEST.search(last.text):
+        return "converse"
     named = ENTITY_ID.findall(last.text) if isinstance(last, HumanMessage) else []
     if named and any(i in repositories.get(Path(repo_root)).entities for i in named):
         return "look_up"
@@ -249,9 +263,11 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     def window() -> tuple[Runnable[Any, BaseMessage], list[BaseMessage]]:
         tools = offered_tools(model, settings) if state.repo_root else []
         core = tools == CORE_TOOLS
-        system: list[BaseMessage] = [
-            SystemMessage(prompts.ASSISTANT_CORE if core else prompts.ASSISTANT_SYSTEM)
-        ]
+        step = next_step(state.messages, state.repo_root) if core else "choose"
+        prompt = prompts.ASSISTANT_CORE if core else prompts.ASSISTANT_SYSTEM
+        if step == "converse":
+            tools, prompt = [], prompts.ASSISTANT_CONVERSE
+        system: list[BaseMessage] = [SystemMessage(prompt)]
         if state.context_snapshot:
             snapshot = bounded_snapshot(state.context_snapshot, model, settings.snapshot_tokens)
             system.append(SystemMessage(prompts.ASSISTANT_SNAPSHOT.format(snapshot=snapshot)))
@@ -259,7 +275,6 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
         if core:
             conversation = without_past_lookups(conversation)
         history = fit_to_window(system, conversation, model, budget, tools)
-        step = next_step(state.messages, state.repo_root) if core else "choose"
         return bind_step(model, tools, step), history
 
     # Reading the template and counting tokens may load the local model: off the event loop.

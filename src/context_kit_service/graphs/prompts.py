@@ -82,6 +82,14 @@ told you in this conversation from the conversation, without a tool."""
 """The assistant's system prompt when a local model is offered the core tools: each tool
 with the kind of request it answers, since a small model cannot tell them apart by schema."""
 
+ASSISTANT_CONVERSE = (
+    "You are the assistant of a software project's context repository. The user is telling you "
+    "something about themselves or their work. Confirm what they told you in one short "
+    'sentence that starts with "Noted:" and speaks to them as "you".'
+)
+"""The assistant's system prompt for a local model's reply to a message that asks nothing
+(shown no tools: a small model shown them writes a call as its answer)."""
+
 ASSISTANT_STEP_LIMIT = (
     "I stopped after {rounds} rounds of tool calls without a final answer. "
     "Ask again more narrowly, or ask me to continue."
