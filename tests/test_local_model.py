@@ -209,6 +209,9 @@ async def test_the_prefix_cache_resumes_a_prompt_that_starts_like_a_saved_one() 
     resumed = await cached.ainvoke([system, HumanMessage("What colour is grass?")])
     cache = cached.runtime.llama().cache
     assert (cache.capacity_bytes, len(cache.cache_state)) == (64 << 20, 3)
+    # A saved state holds the KV cache and tokens, not the prompt's logits (300 MB a state
+    # for this vocabulary, outside the capacity), so the capacity bounds what the cache holds.
+    assert [state.scores.nbytes for state in cache.cache_state.values()] == [0, 0, 0]
     assert plain.runtime.llama().cache is None
     fresh = await plain.ainvoke([system, HumanMessage("What colour is grass?")])
     assert resumed.content == fresh.content != ""
