@@ -214,3 +214,53 @@ def test_the_citation_grammar_names_exactly_the_retrieved_ids() -> None:
         'cks-cite ::= "[" ("FEAT-001" | "docs/notes.md") "]"',
     ]
     LlamaGrammar.from_string(grammar, verbose=False)
+
+
+def test_a_final_assistant_message_can_be_continued(qwen: LocalChatModel) -> None:
+    gemma = LocalChatModel(model_path="gemma3-270m", models_dir=SHARED_MODELS, n_ctx=1024)
+    started = [HumanMessage("What is FEAT-001?"), AIMessage("A feature")]
+    go_on = {"continue_final_message": True}
+    assert qwen._turn(started, None, go_on).prompt == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+        "assistant.<|im_end|>\n<|im_start|>user\nWhat is FEAT-001?<|im_end|>\n"
+        "<|im_start|>assistant\nA feature"
+    )
+    assert gemma._turn(started, None, go_on).prompt == (
+        "User: What is FEAT-001?\nAssistant: A feature"
+    )
+    assert qwen._turn(started, None, {}).prompt.endswith(
+        "<|im_start|>assistant\nA feature<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+async def test_an_uncited_answer_gets_one_retrieved_source(qwen: LocalChatModel) -> None:
+    from context_kit_service.local_models.grammar import source_grammar
+
+    passages = (
+        "Passages:\n[US-002] (userstory) Recover my account\nThe recovery link expires after 15 "
+        "minutes.\n\n[SPEC-004] (spec) Reports\nCharts have a table alternative.\n\n"
+        "Question: How long is a recovery link valid?"
+    )
+    answered = [HumanMessage(passages), AIMessage("A recovery link is valid for 15 minutes.")]
+    sourcing = qwen.bind(gbnf=source_grammar(["US-002", "SPEC-004"]), continue_final_message=True)
+    source = await sourcing.ainvoke(answered)
+    assert source.text == "[US-002]"
+    assert source_grammar(["US-002", "docs/a.md", "US-002"]) == (
+        'root ::= " [" ("US-002" | "docs/a.md") "]"'
+    )
+
+
+def test_an_answer_that_says_the_passages_do_not_answer_gets_no_source() -> None:
+    from context_kit_service.graphs.rag import UNANSWERED
+
+    assert [
+        bool(UNANSWERED.search(text))
+        for text in (
+            "The repository does not say.",
+            "The passages don't mention who owns it.",
+            "There is no information about that.",
+            "It is not specified in the passages.",
+            "Links expire after 15 minutes.",
+            "The service does not store passwords.",
+        )
+    ] == [True, True, True, True, False, False]

@@ -217,6 +217,7 @@ def test_embedded_model_gate(tmp_path: Path) -> None:
     rag = run_cli(
         "rag", "--limit", "6", "--temperature", "0", "--no-progress", "--out", str(tmp_path / "rag"),
         "--fail-under", "recall@5=0.95", "--fail-under", "mrr=0.85", "--fail-under", "grounded=1",
+        "--fail-under", "cites_sources=0.8",
         data_dir=tmp_path / "data",
     )  # fmt: skip
     assert rag.returncode == 0, rag.stdout + rag.stderr

@@ -81,7 +81,11 @@ def test_a_derived_hit_returns_its_entity_with_the_document_as_support(
     hybrid = search(settings, port_copy, question, top_k=5)
     assert hybrid[0].entity_id == "T-001"
     assert hybrid[0].file_path == "contexts/tasks/T-001-implement-the-quay-overlap-detector.yaml"
-    assert hybrid[0].excerpt.startswith("task T-001: Implement the quay overlap detector")
+    assert hybrid[0].excerpt == (  # the fields that answer, not the heading beside it
+        "steps: - Index confirmed windows per quay in an interval tree - Report shared metres of "
+        "quay for every overlapping pair doneCriteria: - Overlaps are found for 2,000 calls in "
+        "under 50 milliseconds"
+    )
     assert sorted(s.file_path for s in hybrid[0].supporting) == [
         "contexts/tasks/README.md",
         "generated/checklists/implement-the-quay-overlap-detector.md",

@@ -50,8 +50,10 @@ def test_answer_with_sources_and_timings(rag_client: tuple[TestClient, ScriptedM
     assert body["sources"][0]["filePath"] == (
         "contexts/userstories/US-002-to-recover-my-account-through-my-verified-e-mail.yaml"
     )
-    assert body["sources"][0]["excerpt"].startswith(
-        "userstory US-002: to recover my account through my verified e-mail"
+    assert body["sources"][0]["excerpt"] == (  # the fields sharing words with the question
+        "feature: FEAT-001 iWant: to recover my account through my verified e-mail "
+        "acceptanceCriteria: - The recovery link expires after 15 minutes - Old passkeys can be "
+        "revoked after recovery"
     )
     assert body["sources"][0]["supporting"] == []
     metadata = body["metadata"]

@@ -222,3 +222,28 @@ async def test_health_reports_the_default_repository_index(
     )
     await search_repository(settings, sample_copy, "passkey", top_k=1)
     assert check_index(settings).detail == f"index of {sample_copy}: 185 chunks, local:default"
+
+
+def test_an_excerpt_keeps_what_answers_the_question_in_its_order() -> None:
+    from context_kit_service.retrieval.search import EXCERPT_CHARS, excerpt
+
+    chunk = "\n".join(
+        [
+            "task T-001: Rotate the signing keys",
+            "status: done",
+            "owner: ana.ruiz",
+            "steps:",
+            "  - Generate a new key pair in the vault",
+            "  - Publish the public key to the discovery document",
+            "content: " + "Old keys stay valid for a day. " * 4 + "Rotation runs every 90 days.",
+        ]
+    )
+    assert excerpt("task T-002: Short\nstatus: todo", "anything", heading=True) == "status: todo"
+    assert excerpt(chunk, "How often does rotation run?", heading=True) == (
+        "status: done owner: ana.ruiz steps: - Generate a new key pair in the vault - Publish "
+        "the public key to the discovery document content: Old keys stay valid for a day. "
+        "Rotation runs every 90 days."
+    )
+    long = "word " * 100
+    cut = excerpt(long, "word")
+    assert (len(cut), cut[-1]) == (EXCERPT_CHARS, "…")

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from context_kit_service.retrieval.lexical import STOPWORDS, WORD
+from context_kit_service.retrieval.lexical import WORD, topic_words
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float:
@@ -67,8 +67,6 @@ def link_correct(entity: Mapping[str, Any], field: str, entity_id: str) -> bool:
 
 COPY_GRAM = 6
 """Words in a row that count as copied when another text has them in the same order."""
-STEM = 5
-"""Letters that identify a word for `on_topic` ("splitting" matches "split")."""
 
 
 def words(text: str) -> list[str]:
@@ -103,12 +101,12 @@ def novelty(text: str, others: Iterable[str]) -> float:
 
 
 def on_topic(prompt: str, text: str) -> float:
-    """Share of the prompt's content words (not stopwords, three letters or more) that `text`
-    uses, words compared by their first STEM letters. 1.0 for a prompt without one."""
-    wanted = {w[:STEM] for w in words(prompt) if w not in STOPWORDS and len(w) > 2}
+    """Share of the prompt's content words that `text` uses (`lexical.topic_words`: stopwords
+    left out, words compared by their first letters). 1.0 for a prompt without one."""
+    wanted = topic_words(prompt)
     if not wanted:
         return 1.0
-    return len(wanted & {w[:STEM] for w in words(text)}) / len(wanted)
+    return len(wanted & topic_words(text)) / len(wanted)
 
 
 def _same(expected: Any, actual: Any) -> bool:

@@ -22,7 +22,7 @@ from context_kit_service.configuration import (
 from context_kit_service.graphs import prompts
 from context_kit_service.graphs.retrieval import RetrievalRequest, retrieve
 from context_kit_service.local_models import LocalChatModel
-from context_kit_service.local_models.grammar import citation_grammar
+from context_kit_service.local_models.grammar import citation_grammar, source_grammar
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.retrieval.search import Source
@@ -31,6 +31,13 @@ from context_kit_service.validators import not_blank
 
 CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
 """An id cited in an answer: `[FEAT-001]`."""
+UNANSWERED = re.compile(
+    r"\b(does not|doesn't|do not|don't|did not|cannot|can't) (say|mention|specify|state|answer"
+    r"|contain|include|find)|\bno (information|mention|passage)|\bnot (mentioned|specified|stated)",
+    re.IGNORECASE,
+)
+"""An answer saying the passages do not answer (`prompts.RAG_SYSTEM` asks for that): it gets
+no citation."""
 
 
 class InputState(RetrievalRequest):
@@ -74,9 +81,16 @@ def _context(sources: list[Source]) -> str:
     )
 
 
+def _cited(answer: str, retrieved: set[str]) -> list[str]:
+    return list(dict.fromkeys(m for m in CITATION.findall(answer) if m in retrieved))
+
+
 async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any]:
+    """Answer from the passages. A local model can only cite a retrieved id (a grammar), and
+    when its answer cites none and does not say the passages lack the answer, it is asked
+    which passage the answer comes from: ` [<a retrieved id>]` is decoded after it."""
     model, spec = chat_model_for(config)
-    messages = [
+    messages: list[BaseMessage] = [
         SystemMessage(prompts.RAG_SYSTEM),
         HumanMessage(prompts.RAG_EXAMPLE_QUESTION),
         AIMessage(prompts.RAG_EXAMPLE_ANSWER),
@@ -84,25 +98,30 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
             prompts.RAG_QUESTION.format(context=_context(state.sources), question=state.query)
         ),
     ]
-    answering: Runnable[Any, BaseMessage] = model
-    if isinstance(model, LocalChatModel):  # it can only cite what was retrieved
-        answering = model.bind(gbnf=citation_grammar([s.entity_id for s in state.sources]))
+    ids = [s.entity_id for s in state.sources]
+    local = isinstance(model, LocalChatModel)
+    answering: Runnable[Any, BaseMessage] = (
+        model.bind(gbnf=citation_grammar(ids)) if local else model
+    )
     started = time.perf_counter()
     try:
         reply = await answering.ainvoke(messages, config)
+        answer = reply.text.strip()
+        replies = [reply]
+        if local and answer and not _cited(answer, set(ids)) and not UNANSWERED.search(answer):
+            sourcing = model.bind(gbnf=source_grammar(ids), continue_final_message=True)
+            replies.append(await sourcing.ainvoke([*messages, AIMessage(answer)], config))
+            answer = f"{answer} {replies[-1].text.strip()}"
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
-    answer = reply.text.strip()
-    retrieved = {s.entity_id for s in state.sources}
-    cited = list(dict.fromkeys(m for m in CITATION.findall(answer) if m in retrieved))
-    usage = getattr(reply, "usage_metadata", None) or {}
+    usage = [getattr(r, "usage_metadata", None) or {} for r in replies]
     return {
         "answer": answer,
-        "cited_ids": cited,
+        "cited_ids": _cited(answer, set(ids)),
         "generation_ms": round((time.perf_counter() - started) * 1000, 3),
         "model": model_name(spec),
-        "prompt_tokens": usage.get("input_tokens", 0),
-        "completion_tokens": usage.get("output_tokens", 0),
+        "prompt_tokens": sum(u.get("input_tokens", 0) for u in usage),
+        "completion_tokens": sum(u.get("output_tokens", 0) for u in usage),
     }
 
 

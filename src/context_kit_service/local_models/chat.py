@@ -73,7 +73,8 @@ class LocalChatModel(BaseChatModel):
     """A chat model over an in-process GGUF (llama.cpp), suited to base and instruct models.
 
     `json_schema=` (via `bind` or `with_structured_output`) constrains decoding to the schema,
-    `gbnf=` (via `bind`) to a llama.cpp grammar.
+    `gbnf=` (via `bind`) to a llama.cpp grammar. `continue_final_message=True` (via `bind`)
+    continues a final assistant message instead of starting a new turn.
     """
 
     model_path: str
@@ -126,12 +127,15 @@ class LocalChatModel(BaseChatModel):
             "gbnf": kwargs.get("gbnf"),
         }
         calls = bool(tools) and json_schema is None
+        started = ""
+        if kwargs.get("continue_final_message") and isinstance(messages[-1], AIMessage):
+            messages, started = messages[:-1], messages[-1].text
         template = self.runtime.chat_template()
         if template is not None and (not tools or template.native_tools):
             if calls:
                 options["gbnf"] = tool_call_grammar(tools, kwargs.get("tool_choice"))
             return Turn(
-                template.render(messages, tools),
+                template.render(messages, tools) + started,
                 options | {"stop": stop or self.stop or template.stop},
                 parse_template_reply if calls else _plain_reply,
                 TemplateAnswerStream if calls else None,
@@ -139,7 +143,7 @@ class LocalChatModel(BaseChatModel):
         if calls:
             options["json_schema"] = tool_reply_schema(tools, kwargs.get("tool_choice"))
         return Turn(
-            format_transcript(messages, tools),
+            format_transcript(messages, tools) + (" " + started if started else ""),
             options | {"stop": stop or self.stop or TRANSCRIPT_STOP},
             parse_tool_reply if calls else _plain_reply,
             AnswerStream if calls else None,

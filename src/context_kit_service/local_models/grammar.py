@@ -26,12 +26,20 @@ def citation_grammar(ids: Sequence[str]) -> str:
     """A GBNF grammar for an answer whose every bracket is a citation of one of `ids`: text
     outside brackets is free, and `[` can only open `[<one of ids>]`. It cannot start with a
     blank."""
-    cited = " | ".join(json.dumps(i) for i in dict.fromkeys(ids)) or '"?"'
     return "\n".join(
         [
             "root ::= cks-first cks-part*",
             r"cks-first ::= [^\x5B\x00 \t\n] | cks-cite",
             r"cks-part ::= [^\x5B\x00] | cks-cite",
-            f'cks-cite ::= "[" ({cited}) "]"',
+            f'cks-cite ::= "[" ({_one_of(ids)}) "]"',
         ]
     )
+
+
+def source_grammar(ids: Sequence[str]) -> str:
+    """A GBNF grammar for the citation an answer ends with: ` [<one of ids>]`."""
+    return f'root ::= " [" ({_one_of(ids)}) "]"'
+
+
+def _one_of(ids: Sequence[str]) -> str:
+    return " | ".join(json.dumps(i) for i in dict.fromkeys(ids)) or '"?"'

@@ -43,6 +43,17 @@ WORD = re.compile(r"[^\W_]+")
 _ID = re.compile(r"\b([A-Za-z]+)-(\d+)\b")
 
 
+STEM = 5
+"""Letters that identify a word when texts are compared by topic ("splitting" matches "split")."""
+
+
+def topic_words(text: str) -> set[str]:
+    """The content words of `text` (not stopwords, three letters or more), each cut to its first
+    STEM letters."""
+    lowered = (w.lower() for w in WORD.findall(text))
+    return {w[:STEM] for w in lowered if w not in STOPWORDS and len(w) > 2}
+
+
 def lexical_text(text: str) -> str:
     """What FTS5 indexes for a chunk: the text, plus its camelCase words split apart, so a
     field such as `ratifiedOn` matches the words "ratified" and "on"."""

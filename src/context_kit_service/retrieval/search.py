@@ -22,6 +22,7 @@ is not a stopword.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,13 +35,14 @@ from pydantic import BaseModel, Field
 
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.model import Signature
+from context_kit_service.retrieval.lexical import topic_words
 from context_kit_service.settings import RetrievalMode, Settings
 
 if TYPE_CHECKING:
     from context_kit_service.retrieval.index import RepositoryIndex
 
 MAX_TOP_K = 20
-EXCERPT_CHARS = 400
+EXCERPT_CHARS = 200
 RRF_K = 5
 """The reciprocal rank fusion constant (Cormack, Clarke and Büttcher, SIGIR 2009, use 60). A
 small constant trusts the first ranks of each search more; 5 was best on both sample
@@ -76,9 +78,46 @@ class Source(BaseModel):
     )
 
 
-def _excerpt(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rstrip() + "…"
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9*#(\[-])")
+
+
+def _units(text: str) -> list[str]:
+    """A chunk's fields (each unindented line with the indented lines under it), flattened and
+    split into sentences."""
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if blocks and line[:1].isspace():
+            blocks[-1].append(line.strip())
+        else:
+            blocks.append([line.strip()])
+    flat = (" ".join(" ".join(block).split()) for block in blocks)
+    return [sentence for block in flat for sentence in SENTENCE_END.split(block)]
+
+
+def excerpt(text: str, query: str, *, heading: bool = False) -> str:
+    """What of a chunk answers `query`, at most EXCERPT_CHARS long: the whole chunk when it fits,
+    else its sentences and fields that share the most words with the query
+    (`lexical.topic_words`), then the first ones, kept in their order (the best one cut short
+    when it alone is too long). `heading`: the first line repeats the entity's id, type and
+    title (shown beside the excerpt), so it is left out."""
+    units = _units(text)[1 if heading else 0 :]
+    flat = " ".join(units)
+    if len(flat) <= EXCERPT_CHARS:
+        return flat
+    wanted = topic_words(query)
+    ranked = sorted(range(len(units)), key=lambda i: -len(wanted & topic_words(units[i])))
+    chosen: dict[int, str] = {}
+    room = EXCERPT_CHARS
+    for i in ranked:
+        unit = units[i]
+        if not chosen and len(unit) > room:
+            unit = unit[: room - 1].rstrip() + "…"
+        if len(unit) <= room:
+            chosen[i] = unit
+            room -= len(unit) + 1
+    return " ".join(chosen[i] for i in sorted(chosen))
 
 
 def repository_index(
@@ -227,7 +266,9 @@ def search_index(
     if mmr:
         groups = _diversify(index, vector, groups, k)
     best = sum(weight for weight, _ in rankings) / (rrf_k + 1)
-    return [_source(g, owner_type(g.owner), g.score / best, docs, chunks_of) for g in groups[:k]]
+    return [
+        _source(g, owner_type(g.owner), g.score / best, docs, chunks_of, query) for g in groups[:k]
+    ]
 
 
 def _representative(g: Group, chunks_of: dict[str, list[int]]) -> int:
@@ -257,6 +298,7 @@ def _source(
     relevance: float,
     docs: dict[int, Document],
     chunks_of: dict[str, list[int]],
+    query: str,
 ) -> Source:
     own = docs[_representative(g, chunks_of)]
     support = list(g.support.items())[:MAX_SUPPORT]
@@ -265,10 +307,10 @@ def _source(
         entity_type=entity_type,
         title=own.metadata["title"],
         relevance_score=round(max(0.0, min(1.0, relevance)), 4),
-        excerpt=_excerpt(own.page_content),
+        excerpt=excerpt(own.page_content, query, heading=entity_type != "document"),
         file_path=own.metadata["filePath"],
         supporting=[
-            Support(file_path=path, excerpt=_excerpt(docs[chunk].page_content))
+            Support(file_path=path, excerpt=excerpt(docs[chunk].page_content, query))
             for path, chunk in support
         ],
     )
