@@ -450,3 +450,21 @@ async def test_the_embedded_instruct_model_looks_up_the_next_id_then_answers_wit
     ]
     assert json.loads(transcript[2]["content"]) == {"entityType": "task", "id": "T-011"}
     assert "T-011" in out["answer"]
+
+
+async def test_a_reply_the_token_limit_cut_short_says_so(make_settings) -> None:
+    from context_kit_service.local_models import LocalChatModel
+
+    model = LocalChatModel(
+        model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS, temperature=0, max_tokens=8
+    )
+    cfg = config(model, make_settings())  # type: ignore[arg-type]
+    cfg["configurable"]["max_tokens"] = 8
+    out = await graph.ainvoke(
+        {"messages": [HumanMessage("Show T-009.")], "repo_path": str(SAMPLE_REPO)}, cfg
+    )
+    assert out["answer"] == (
+        "The token limit (8 tokens) ended my reply before it said anything (a tool call needs "
+        "more room). Ask again with a larger maxTokens."
+    )
+    assert [m["role"] for m in out["transcript"]] == ["user", "assistant"]

@@ -255,6 +255,14 @@ def bind_step(
     return model.bind_tools(tools, tool_choice="any" if step == "look_up" else "none")
 
 
+def cut_short(reply: AIMessage) -> bool:
+    """A reply the token limit stopped before it said anything: a tool call cut short parses
+    as nothing (the local model's `maxTokens` 8 cannot hold a call)."""
+    metadata = reply.response_metadata
+    stopped = metadata.get("finish_reason") or metadata.get("done_reason")
+    return stopped == "length" and not reply.tool_calls and not reply.text.strip()
+
+
 async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     model, spec = chat_model_for(config)
     settings = service_settings(config)
@@ -284,6 +292,9 @@ async def call_model(state: State, config: RunnableConfig) -> dict[str, Any]:
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
     assert isinstance(reply, AIMessage)
+    if cut_short(reply):
+        cut = prompts.ASSISTANT_CUT_SHORT.format(max_tokens=spec.max_tokens)
+        return {"messages": [AIMessage(id=reply.id, content=cut)], "model": model_name(spec)}
     if reply.tool_calls and state.tool_rounds >= MAX_TOOL_ROUNDS:
         limit = prompts.ASSISTANT_STEP_LIMIT.format(rounds=state.tool_rounds)
         return {"messages": [AIMessage(id=reply.id, content=limit)], "model": model_name(spec)}

@@ -95,6 +95,11 @@ ASSISTANT_STEP_LIMIT = (
     "Ask again more narrowly, or ask me to continue."
 )
 
+ASSISTANT_CUT_SHORT = (
+    "The token limit ({max_tokens} tokens) ended my reply before it said anything (a tool "
+    "call needs more room). Ask again with a larger maxTokens."
+)
+
 ASSISTANT_REJECTED = "The user rejected this change; nothing was written."
 
 ASSISTANT_SNAPSHOT = "What the user has open in the app (JSON):\n{snapshot}"
