@@ -239,6 +239,9 @@ def test_an_excerpt_keeps_what_answers_the_question_in_its_order() -> None:
         ]
     )
     assert excerpt("task T-002: Short\nstatus: todo", "anything", heading=True) == "status: todo"
+    assert excerpt("task T-003: Ship v2. Then v3\nstatus: todo", "v3", heading=True) == (
+        "status: todo"  # the whole heading line, whatever sentences its title has
+    )
     assert excerpt(chunk, "How often does rotation run?", heading=True) == (
         "status: done owner: ana.ruiz steps: - Generate a new key pair in the vault - Publish "
         "the public key to the discovery document content: Old keys stay valid for a day. "

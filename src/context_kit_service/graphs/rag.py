@@ -99,6 +99,7 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
         ),
     ]
     ids = [s.entity_id for s in state.sources]
+    retrieved = set(ids)
     local = isinstance(model, LocalChatModel)
     answering: Runnable[Any, BaseMessage] = (
         model.bind(gbnf=citation_grammar(ids)) if local else model
@@ -108,7 +109,7 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
         reply = await answering.ainvoke(messages, config)
         answer = reply.text.strip()
         replies = [reply]
-        if local and answer and not _cited(answer, set(ids)) and not UNANSWERED.search(answer):
+        if local and answer and not _cited(answer, retrieved) and not UNANSWERED.search(answer):
             sourcing = model.bind(gbnf=source_grammar(ids), continue_final_message=True)
             replies.append(await sourcing.ainvoke([*messages, AIMessage(answer)], config))
             answer = f"{answer} {replies[-1].text.strip()}"
@@ -117,7 +118,7 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
     usage = [getattr(r, "usage_metadata", None) or {} for r in replies]
     return {
         "answer": answer,
-        "cited_ids": _cited(answer, set(ids)),
+        "cited_ids": _cited(answer, retrieved),
         "generation_ms": round((time.perf_counter() - started) * 1000, 3),
         "model": model_name(spec),
         "prompt_tokens": sum(u.get("input_tokens", 0) for u in usage),

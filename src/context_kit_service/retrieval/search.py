@@ -81,9 +81,9 @@ class Source(BaseModel):
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9*#(\[-])")
 
 
-def _units(text: str) -> list[str]:
+def _units(text: str, heading: bool) -> list[str]:
     """A chunk's fields (each unindented line with the indented lines under it), flattened and
-    split into sentences."""
+    split into sentences; without its first line when that is the `heading`."""
     blocks: list[list[str]] = []
     for line in text.splitlines():
         if not line.strip():
@@ -92,7 +92,7 @@ def _units(text: str) -> list[str]:
             blocks[-1].append(line.strip())
         else:
             blocks.append([line.strip()])
-    flat = (" ".join(" ".join(block).split()) for block in blocks)
+    flat = (" ".join(" ".join(block).split()) for block in blocks[1 if heading else 0 :])
     return [sentence for block in flat for sentence in SENTENCE_END.split(block)]
 
 
@@ -102,7 +102,7 @@ def excerpt(text: str, query: str, *, heading: bool = False) -> str:
     (`lexical.topic_words`), then the first ones, kept in their order (the best one cut short
     when it alone is too long). `heading`: the first line repeats the entity's id, type and
     title (shown beside the excerpt), so it is left out."""
-    units = _units(text)[1 if heading else 0 :]
+    units = _units(text, heading)
     flat = " ".join(units)
     if len(flat) <= EXCERPT_CHARS:
         return flat
