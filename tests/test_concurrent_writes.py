@@ -25,7 +25,7 @@ WRITERS = 20
 @pytest.fixture(scope="module")
 def repo_and_services(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, list[Service]]]:
+) -> Iterator[tuple[Path, list[Service], list[Path]]]:
     base = tmp_path_factory.mktemp("concurrent")
     repo = base / "repo"
     shutil.copytree(SAMPLE_REPO, repo)
@@ -34,9 +34,10 @@ def repo_and_services(
             fake_url,
             AUTH_TOKEN=TOKEN,
         )
-        services = [start(base / "data", env=env, timeout=60) for _ in range(2)]
+        logs = [base / f"service-{n}.log" for n in range(2)]
+        services = [start(base / "data", env=env, timeout=60, log=log) for log in logs]
         try:
-            yield repo, services
+            yield repo, services, logs
         finally:
             for service in services:
                 service.stop()
@@ -100,11 +101,15 @@ async def _all_writers(urls: list[str], repo: Path) -> tuple[list[str], list[str
 
 
 def test_parallel_creates_and_generation_saves_get_distinct_ids_and_keep_every_backlink(
-    repo_and_services: tuple[Path, list[Service]],
+    repo_and_services: tuple[Path, list[Service], list[Path]],
 ) -> None:
-    repo, services = repo_and_services
+    repo, services, logs = repo_and_services
     before = load_repository(repo)
-    created, generated = asyncio.run(_all_writers([s.url for s in services], repo))
+    try:
+        created, generated = asyncio.run(_all_writers([s.url for s in services], repo))
+    except AssertionError as failure:
+        tails = "\n".join(f"--- {log.name}:\n{log.read_text()[-6000:]}" for log in logs)
+        raise AssertionError(f"{failure}\n{tails}") from None
 
     new_ids = created + generated
     assert len(set(new_ids)) == 2 * WRITERS

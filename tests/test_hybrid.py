@@ -10,8 +10,9 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
+from context_kit_service.repository.model import Signature
 from context_kit_service.retrieval.index import RepositoryIndex
-from context_kit_service.retrieval.search import RRF_K, Group, fuse, search
+from context_kit_service.retrieval.search import RRF_K, Group, fuse, repository_index, search
 from tests.conftest import REPO_ROOT
 
 PORT_REPO = REPO_ROOT / "examples" / "port-repo"
@@ -200,3 +201,50 @@ def test_a_save_leaves_a_live_writers_staging_alone(tmp_path: Path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def test_searches_never_see_an_index_halfway_through_a_sync(make_settings, tmp_path: Path) -> None:
+    """Requests search in worker threads while another request syncs the index after each
+    change of a file: a sync replaces the file's chunks (new ids), swaps the lexical database
+    and closes the old one. Every search sees the index before or after a sync, never
+    between (no closed database, no vanished chunk)."""
+    import threading
+
+    settings = make_settings()
+    root = tmp_path / "repo"
+    shutil.copytree(PORT_REPO, root)
+    embeddings = DeterministicFakeEmbedding(size=16)
+    query = "quay overlap detector for the towage matrix"
+    index, _ = repository_index(settings, root, embeddings)
+
+    def ask(signature: Signature | None = None) -> list[str]:
+        options = {"mmr": True, "min_score": -1.0, "embeddings": embeddings}
+        return [s.entity_id for s in search(settings, root, query, signature=signature, **options)]
+
+    entities = set(ask())
+    done = threading.Event()
+    failures: list[BaseException] = []
+    found: set[str] = set()
+
+    def searching() -> None:
+        while not done.is_set():
+            try:
+                found.update(ask(index.signature))  # no sync of its own: searches only
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    readers = [threading.Thread(target=searching) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    task = root / "contexts/tasks/T-009-encode-the-towage-matrix.yaml"
+    try:
+        for turn in range(20):
+            task.write_text(task.read_text() + f"notes{turn}: quay overlap turn {turn}\n")
+            found.update(ask())
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+    assert failures == []
+    assert found >= entities

@@ -10,6 +10,8 @@ runs, else a stat of every file), and a sync only when something changed.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -64,7 +66,17 @@ class RepositoryIndex:
         self.chunks_of: dict[str, list[int]] = {}
         """Each entity's (or document's) own passages (chunk ids, not views), in order."""
         self._lock = threading.Lock()
+        """One sync at a time."""
+        self._view_lock = threading.Lock()
+        """Searches, and a sync's switch to its new generation, one at a time."""
         self._loaded = False
+
+    @contextlib.contextmanager
+    def searching(self) -> Iterator[None]:
+        """Hold the index still while searching it: a sync changes the store, the lexical
+        database and the chunk map together, between searches, never during one."""
+        with self._view_lock:
+            yield
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -82,9 +94,9 @@ class RepositoryIndex:
         if store is None:
             return
         self.store, self.files = store, dict(manifest.get("files", {}))
-        lexical = manifest.get("lexical") or {}
-        if lexical.get("tokenizer") == TOKENIZER and (folder / LEXICAL_FILE).is_file():
-            self.lexical = LexicalIndex(folder / LEXICAL_FILE)
+        if (manifest.get("lexical") or {}).get("tokenizer") == TOKENIZER:
+            with contextlib.suppress(sqlite3.Error):  # gone: a replica's save removed it
+                self.lexical = LexicalIndex(folder / LEXICAL_FILE)
         self._map_chunks()
 
     def _map_chunks(self) -> None:
@@ -98,10 +110,11 @@ class RepositoryIndex:
 
     def _forget(self) -> None:
         """Drop what is in memory: the next sync reads the index from disk again."""
-        if self.lexical is not None:
-            self.lexical.close()
-        self.store, self.lexical, self.files = None, None, {}
-        self.signature, self.chunks_of, self._loaded = None, {}, False
+        with self._view_lock:
+            if self.lexical is not None:
+                self.lexical.close()
+            self.store, self.lexical, self.files = None, None, {}
+            self.signature, self.chunks_of, self._loaded = None, {}, False
 
     # --- keeping in step -------------------------------------------------------------------
 
@@ -165,15 +178,32 @@ class RepositoryIndex:
         hashes: dict[str, str],
         progress: Progress | None,
     ) -> None:
-        vectors = self._embed(new_docs, progress)
-        if self.store is None:
-            dimension = vectors.shape[1] if len(new_docs) else len(self.embeddings.embed_query("x"))
-            self.store = FaissStore(self.embeddings, dimension)
-        store = self.store
-        stale = [i for i, d in store.docs.items() if d.metadata["filePath"] in stale_files]
-        removed = [(i, store.docs[i]) for i in stale]
-        store.delete([str(i) for i in stale])
-        added = zip(store.add_vectors(new_docs, vectors), new_docs, strict=True)
+        vectors = self._embed(new_docs, progress)  # the slow part: searches go on meanwhile
+        with self._view_lock:
+            if self.store is None:
+                dimension = vectors.shape[1] if new_docs else len(self.embeddings.embed_query("x"))
+                self.store = FaissStore(self.embeddings, dimension)
+            store = self.store
+            stale = [i for i, d in store.docs.items() if d.metadata["filePath"] in stale_files]
+            removed = [(i, store.docs[i]) for i in stale]
+            store.delete([str(i) for i in stale])
+            added = list(zip(store.add_vectors(new_docs, vectors), new_docs, strict=True))
+            reader = self._save(store, removed, [(int(i), d) for i, d in added], hashes)
+            if self.lexical is not None:
+                self.lexical.close()
+            self.files = hashes
+            self.lexical = reader
+            self._map_chunks()
+
+    def _save(
+        self,
+        store: FaissStore,
+        removed: list[tuple[int, Document]],
+        added: list[tuple[int, Document]],
+        hashes: dict[str, str],
+    ) -> LexicalIndex:
+        """Write the store and the lexical database (the previous one changed by `removed`
+        and `added`) as the new generation; returns the new lexical database, open."""
         staging = generations.stage(self.directory)
         previous = self.lexical
         lexical = LexicalIndex.create(staging / LEXICAL_FILE, source=previous)
@@ -181,7 +211,7 @@ class RepositoryIndex:
             if previous is None:  # new, or no lexical index yet: every passage
                 lexical.apply([], _passages(store.docs.items()))
             else:
-                lexical.apply(_passages(removed), _passages((int(i), d) for i, d in added))
+                lexical.apply(_passages(removed), _passages(added))
         finally:
             lexical.close()
         manifest: dict[str, Any] = {
@@ -199,11 +229,7 @@ class RepositoryIndex:
         except BaseException:
             reader.close()
             raise
-        if self.lexical is not None:
-            self.lexical.close()
-        self.files = hashes
-        self.lexical = reader
-        self._map_chunks()
+        return reader
 
     def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:
         """Sync when any file changed since the last sync."""

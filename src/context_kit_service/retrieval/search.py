@@ -211,16 +211,18 @@ def search(
     to CKS_RETRIEVAL ("dense" leaves lexical search out)."""
     index, embeddings = repository_index(settings, root, embeddings)
     index.ensure_fresh(signature)
-    return search_index(
-        index,
-        embeddings.embed_query(query),
-        query,
-        top_k=top_k,
-        entity_types=entity_types,
-        mmr=mmr,
-        min_score=settings.min_relevance if min_score is None else min_score,
-        mode=mode or settings.retrieval,
-    )
+    vector = embeddings.embed_query(query)
+    with index.searching():
+        return search_index(
+            index,
+            vector,
+            query,
+            top_k=top_k,
+            entity_types=entity_types,
+            mmr=mmr,
+            min_score=settings.min_relevance if min_score is None else min_score,
+            mode=mode or settings.retrieval,
+        )
 
 
 def search_index(
@@ -235,7 +237,8 @@ def search_index(
     mode: RetrievalMode,
     rrf_k: int = RRF_K,
 ) -> list[Source]:
-    """`search` on an index as it is, with the query's vector already computed."""
+    """`search` on an index as it is, with the query's vector already computed (hold
+    `index.searching()` while a sync may run)."""
     assert index.store is not None, "sync() before searching"
     docs, chunks_of = index.store.docs, index.chunks_of
 
