@@ -27,20 +27,40 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     return
 
 
+SAMPLE_REPO = REPO_ROOT / "examples" / "context-repo"
+
+
+@pytest.fixture(scope="session")
+def sample_indexes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir's `indexes` folder holding the sample repository's index under the default
+    embeddings, built once per session by the service's own sync."""
+    from context_kit_service.retrieval.search import repository_index
+
+    data_dir = tmp_path_factory.mktemp("sample-index")
+    index, _ = repository_index(Settings(_env_file=None, data_dir=data_dir), SAMPLE_REPO)  # type: ignore[call-arg]
+    index.sync()
+    return data_dir / "indexes"
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, sample_indexes: Path) -> Callable[..., Settings]:
     """Settings that read no `.env` file, with a data dir under the test's tmp_path; the
-    TestClient's `testserver` host is allowed (cross-site tests build their own settings)."""
+    TestClient's `testserver` host is allowed (cross-site tests build their own settings).
+    The data dir starts with the sample repository's index (as after a first start), so a
+    test does not spend seconds embedding it again."""
 
     def build(**overrides: Any) -> Settings:
-        overrides.setdefault("data_dir", tmp_path / "data")
+        import shutil
+
+        data_dir = overrides.setdefault("data_dir", tmp_path / "data")
+        if data_dir == tmp_path / "data" and not (data_dir / "indexes").exists():
+            shutil.copytree(sample_indexes, data_dir / "indexes")
         overrides.setdefault("allowed_hosts", ["testserver"])
         return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
     return build
 
 
-SAMPLE_REPO = REPO_ROOT / "examples" / "context-repo"
 BROKEN_REPO = REPO_ROOT / "tests" / "fixtures" / "broken-repo"
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from context_kit_service.evaluation.metrics import mean, recall_at_k, reciprocal_rank
 from context_kit_service.local_models import LocalEmbeddings
@@ -181,11 +182,21 @@ def test_editing_one_file_re_embeds_exactly_its_chunks(
     assert third.chunks == total - 1
 
 
+class CountingFake(DeterministicFakeEmbedding):
+    """Vectors from a hash of the text (what is embedded matters here, not what it means)."""
+
+    embedded: int = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += len(texts)
+        return super().embed_documents(texts)
+
+
 def test_a_reopened_index_embeds_nothing_and_a_new_model_rebuilds(
-    big_repo: Path, tmp_path: Path, embeddings
+    big_repo: Path, tmp_path: Path
 ) -> None:
-    RepositoryIndex(big_repo, tmp_path, embeddings, "local:test").sync()
-    reopened = CountingEmbeddings(embeddings)
+    RepositoryIndex(big_repo, tmp_path, CountingFake(size=32), "local:test").sync()
+    reopened = CountingFake(size=32)
     stats = RepositoryIndex(big_repo, tmp_path, reopened, "local:test").sync()
     assert (stats.rebuilt, stats.embedded_chunks, reopened.embedded) == (False, 0, 0)
     other = RepositoryIndex(big_repo, tmp_path, reopened, "local:another-model").sync()
