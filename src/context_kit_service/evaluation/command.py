@@ -33,8 +33,13 @@ def add_parser(commands: Any) -> None:
         "--target", default="local", help="`local` (in process) or a service URL (http://...)"
     )
     parser.add_argument("--token", help="the service's token (default: $CKS_AUTH_TOKEN)")
-    parser.add_argument("--provider", help="chat model provider for this run")
-    parser.add_argument("--model", help="model name for this run")
+    parser.add_argument(
+        "--provider", help="chat model provider for this run (local target: as CKS_PROVIDER)"
+    )
+    parser.add_argument(
+        "--model",
+        help="model for this run (local target: as CKS_MODEL, e.g. qwen2.5-coder-1.5b)",
+    )
     parser.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
     parser.add_argument(
         "--retrieval",
@@ -79,12 +84,12 @@ def _thresholds(pairs: list[str]) -> dict[str, float]:
 def _target(args: argparse.Namespace, retrieval: str | None) -> Target:
     from context_kit_service.evaluation.targets import HttpTarget, LocalTarget
 
-    if args.target == "local":
-        chosen = {"retrieval": retrieval} if retrieval else {}
-        settings = load_settings(repo_path=args.repo.resolve(), **chosen)
-        return LocalTarget(
-            settings, provider=args.provider, model=args.model, temperature=args.temperature
+    if args.target == "local":  # this process's settings, as CKS_PROVIDER/CKS_MODEL would
+        chosen = {"retrieval": retrieval, "provider": args.provider, "model": args.model}
+        settings = load_settings(
+            repo_path=args.repo.resolve(), **{k: v for k, v in chosen.items() if v}
         )
+        return LocalTarget(settings, temperature=args.temperature)
     if not args.target.startswith(("http://", "https://")):
         raise ValueError(f"--target must be `local` or an http(s) URL, got {args.target!r}")
     if retrieval:

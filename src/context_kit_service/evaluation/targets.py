@@ -45,11 +45,10 @@ def _overrides(
 
 @dataclass
 class LocalTarget:
-    """The graphs in this process, with an in-memory checkpointer for threads."""
+    """The graphs in this process, with an in-memory checkpointer for threads; the provider
+    and model are the settings' (CKS_PROVIDER, CKS_MODEL)."""
 
     settings: Settings
-    provider: str | None = None
-    model: str | None = None
     temperature: float | None = None
     chat_model: BaseChatModel | None = None
     """A model instance to use instead of the configured one (scripted evaluations)."""
@@ -69,7 +68,7 @@ class LocalTarget:
 
     def _config(self, thread_id: str | None) -> RunnableConfig:
         configurable: dict[str, Any] = {
-            **_overrides(self.provider, self.model, self.temperature),
+            **({} if self.temperature is None else {"temperature": self.temperature}),
             **server_configurable(self.settings, self.chat_model),
             "thread_id": thread_id or uuid.uuid4().hex,
         }
