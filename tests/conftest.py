@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,6 @@ def make_settings(tmp_path: Path, sample_indexes: Path) -> Callable[..., Setting
     test does not spend seconds embedding it again."""
 
     def build(**overrides: Any) -> Settings:
-        import shutil
-
         data_dir = overrides.setdefault("data_dir", tmp_path / "data")
         if data_dir == tmp_path / "data" and not (data_dir / "indexes").exists():
             shutil.copytree(sample_indexes, data_dir / "indexes")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -210,16 +209,13 @@ def test_cli_refuses_bad_arguments_with_a_message(tmp_path: Path) -> None:
     assert missing.stderr.strip() == f"error: no report.json at {tmp_path}"
 
 
-def test_cli_model_option_chooses_the_in_process_model(
-    tmp_path: Path, sample_indexes: Path
-) -> None:
+def test_cli_model_option_chooses_the_in_process_model(make_settings, tmp_path: Path) -> None:
     """For the local target `--model` is the service's model (as CKS_MODEL), not a
     per-request override, which the local provider refuses."""
-    shutil.copytree(sample_indexes, tmp_path / "data" / "indexes")
     out = tmp_path / "run"
     ran = run_cli(
         "rag", "--limit", "1", "--model", "no-such.gguf", "--out", str(out),
-        data_dir=tmp_path / "data",
+        data_dir=make_settings().data_dir,  # with the sample's index
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     result = json.loads((out / "results.jsonl").read_text())

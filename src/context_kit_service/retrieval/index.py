@@ -187,8 +187,9 @@ class RepositoryIndex:
             stale = [i for i, d in store.docs.items() if d.metadata["filePath"] in stale_files]
             removed = [(i, store.docs[i]) for i in stale]
             store.delete([str(i) for i in stale])
-            added = list(zip(store.add_vectors(new_docs, vectors), new_docs, strict=True))
-            reader = self._save(store, removed, [(int(i), d) for i, d in added], hashes)
+            ids = store.add_vectors(new_docs, vectors)
+            added = [(int(i), d) for i, d in zip(ids, new_docs, strict=True)]
+            reader = self._save(store, removed, added, hashes)
             if self.lexical is not None:
                 self.lexical.close()
             self.files = hashes
