@@ -49,3 +49,14 @@ def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
         in done.stdout
     )
     assert done.stdout.splitlines()[-1] == "3 problem(s) found"
+
+
+def test_doctor_finds_an_unpacked_packaged_embeddings_model(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (models / "all-mpnet-base-v2").mkdir(parents=True)
+    done = _doctor(tmp_path, CKS_EMBEDDINGS_MODEL="all-mpnet-base-v2", CKS_MODELS_DIR=str(models))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"[ok  ] embeddings: all-mpnet-base-v2 at {models / 'all-mpnet-base-v2'} "
+        "(loads on first use)" in done.stdout
+    )

@@ -3,6 +3,7 @@ once into the cache, and sentence-transformers itself where the export does not 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,26 @@ def test_a_cache_that_cannot_be_written_runs_through_sentence_transformers(
         reference(default_embeddings_path(), TEXTS[:2]),
         atol=1e-6,
     )
+
+
+def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
+    exported: LocalEmbeddings, tmp_path: Path
+) -> None:
+    from context_kit_service.local_models.embeddings import cache_key, load_encoder
+
+    model = default_embeddings_path()
+    int8 = load_encoder(model, tmp_path, int8=True)
+    assert isinstance(int8, OnnxEncoder)
+    folder = tmp_path / cache_key(model, int8=True)
+    assert cache_key(model, int8=True) != cache_key(model)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
+    assert json.loads((folder / "meta.json").read_text())["int8"] is True
+    full = next(exported.cache_dir.glob("*/model.onnx"))
+    assert (
+        folder / "model.onnx"
+    ).stat().st_size < 0.7 * full.stat().st_size  # the embedding table stays float
+    quantized = int8.encode(TEXTS[:-1], 3)
+    expected = np.array(exported.embed_documents(TEXTS[:-1]))
+    cosines = np.sum(quantized * expected, axis=1)
+    assert cosines.min() > 0.97, cosines
+    assert not np.allclose(quantized, expected, atol=1e-3)  # int8 weights, not the float ones

