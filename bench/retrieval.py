@@ -136,13 +136,14 @@ def hybrid(size: int, embeddings: LocalEmbeddings, words: list[str], queries: li
     """Both indexes over `size` passages: their costs, then the query path end to end."""
     process = psutil.Process()
     docs = _passages(size, words)
-    vectors = np.random.default_rng(size).standard_normal((len(docs), 384)).astype("float32")
+    dimension = embeddings.dimension
+    vectors = np.random.default_rng(size).standard_normal((len(docs), dimension)).astype("float32")
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         index = RepositoryIndex(folder / "repo", folder, embeddings, "bench")
         rss = process.memory_info().rss
         started = time.perf_counter()
-        store = FaissStore(embeddings, 384)
+        store = FaissStore(embeddings, dimension)
         store.add_vectors(docs, vectors)
         (folder / "dense").mkdir()
         store.write(folder / "dense")
@@ -247,8 +248,8 @@ def end_to_end(queries: int = 200) -> None:
             embeddings.embed_query(questions[i % len(questions)])
             embed.append((time.perf_counter() - started) * 1000)
     print(
-        "  of which the query embedding alone (MiniLM on ONNX Runtime): "
-        f"p50 {percentile(embed, 50):.2f} ms"
+        f"  of which the query embedding alone ({settings.embeddings_model or 'MiniLM'} on ONNX "
+        f"Runtime): p50 {percentile(embed, 50):.2f} ms"
     )
     p50 = percentile(timings, 50)
     print(

@@ -10,7 +10,7 @@ Normalize), or a cache that cannot be written, runs through sentence-transformer
 
 A packaged model marked `int8` is exported with int8 weights (`quantize`): all-mpnet-base-v2
 then embeds a query 2-3x faster with the same retrieval quality on the evaluation sets
-(README: Retrieval quality).
+(README: Packaged embeddings).
 """
 
 from __future__ import annotations
@@ -261,8 +261,8 @@ def export(model_path: Path, folder: Path, *, int8: bool = False) -> None:
 def quantize(path: Path) -> None:
     """Rewrite the ONNX model at `path` with int8 weights for its matrix products, one scale
     per output channel, activations quantized as they come (ONNX Runtime's dynamic
-    quantization). Per-channel scales keep all-mpnet-base-v2's retrieval quality, per-tensor
-    ones lost 3 of 22 paraphrase questions (README: Retrieval quality)."""
+    quantization). all-mpnet-base-v2 keeps its retrieval quality so; one scale per tensor
+    lost some (README: Packaged embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     full = path.with_name("full-precision.onnx")
