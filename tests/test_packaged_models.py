@@ -26,22 +26,32 @@ from tests.conftest import REPO_ROOT, SHARED_MODELS
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 3]
 
 
-@pytest.fixture
-def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PackagedModel:
-    """A model in three installed parts (packages on sys.path), like the real ones."""
+def install_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: list[tuple[str, str, bytes]]
+) -> tuple[tuple[str, str], ...]:
+    """Each (package, file inside it, data) as an installed package on sys.path, like the real
+    parts; the `parts` that name them."""
     site = tmp_path / "site"
-    for number, data in enumerate(PARTS, start=1):
-        package = site / f"cks_fake_part{number}"
-        (package / "data").mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "data" / f"part{number:02d}.bin").write_bytes(data)
+    for package, relative, data in files:
+        (site / package / relative).parent.mkdir(parents=True)
+        (site / package / "__init__.py").write_text("")
+        (site / package / relative).write_bytes(data)
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
+    return tuple((package, relative) for package, relative, _ in files)
+
+
+@pytest.fixture
+def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PackagedModel:
+    """A model in three installed parts."""
+    files = [
+        (f"cks_fake_part{n}", f"data/part{n:02d}.bin", data) for n, data in enumerate(PARTS, 1)
+    ]
     whole = b"".join(PARTS)
     return PackagedModel(
         name="fake",
         file_name="fake.gguf",
-        parts=tuple((f"cks_fake_part{n}", f"data/part{n:02d}.bin") for n in (1, 2, 3)),
+        parts=install_parts(tmp_path, monkeypatch, files),
         size=len(whole),
         sha256=hashlib.sha256(whole).hexdigest(),
         install="make install",
@@ -128,19 +138,15 @@ def archive_parts(
         for name, data in members.items():
             archive.writestr(name, data)
     whole = buffer.getvalue()
-    site = tmp_path / "site"
     halves = (whole[: len(whole) // 2], whole[len(whole) // 2 :])
-    for number, data in enumerate(halves, start=1):
-        package = site / f"cks-fake-archive_{number:03d}"
-        (package / "input").mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "input" / f"m.zip.{number:03d}").write_bytes(data)
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
+    files = [
+        (f"cks-fake-archive_{n:03d}", f"input/m.zip.{n:03d}", data)
+        for n, data in enumerate(halves, 1)
+    ]
     return PackagedModel(
         name="fake-embeddings",
         file_name="m.zip",
-        parts=tuple((f"cks-fake-archive_{n:03d}", f"input/m.zip.{n:03d}") for n in (1, 2)),
+        parts=install_parts(tmp_path, monkeypatch, files),
         size=len(whole),
         sha256=hashlib.sha256(whole).hexdigest(),
         install="make install-mpnet",
