@@ -9,8 +9,8 @@ export does not cover (a pooling other than mean or CLS, a module after it other
 Normalize), or a cache that cannot be written, runs through sentence-transformers as before.
 
 A packaged model marked `int8` is exported with int8 weights (`quantize`): all-mpnet-base-v2
-then embeds a query 2-3x faster with the same retrieval quality on the evaluation sets
-(README: Packaged embeddings).
+then embeds a query about 2x faster, with about the same retrieval quality (README: Packaged
+embeddings).
 """
 
 from __future__ import annotations
@@ -261,8 +261,8 @@ def export(model_path: Path, folder: Path, *, int8: bool = False) -> None:
 def quantize(path: Path) -> None:
     """Rewrite the ONNX model at `path` with int8 weights for its matrix products, one scale
     per output channel, activations quantized as they come (ONNX Runtime's dynamic
-    quantization). all-mpnet-base-v2 keeps its retrieval quality so; one scale per tensor
-    lost some (README: Packaged embeddings)."""
+    quantization). all-mpnet-base-v2 keeps about the same retrieval quality so; one scale per
+    tensor lost more (README: Packaged embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     full = path.with_name("full-precision.onnx")
