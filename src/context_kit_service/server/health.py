@@ -57,7 +57,7 @@ def check_model(settings: Settings) -> CheckResult:
         packaged = PACKAGED_MODELS.get(settings.model or DEFAULT_LOCAL_MODEL)
         if packaged is None:
             return _gguf_check(Path(settings.model or ""))
-        return _packaged_check(packaged, settings.local_models_dir / packaged.file_name)
+        return _packaged_check(packaged, settings.local_models_dir)
     if settings.provider == "ollama":
         return _reach(f"{settings.base_url or 'http://127.0.0.1:11434'}/api/tags", "Ollama")
     if not settings.base_url:
@@ -77,7 +77,7 @@ def check_embeddings(settings: Settings) -> CheckResult:
     from context_kit_service.local_models.packaged import PACKAGED_EMBEDDINGS
 
     if packaged := PACKAGED_EMBEDDINGS.get(settings.embeddings_model or ""):
-        return _packaged_check(packaged, settings.local_models_dir / str(packaged.unpack))
+        return _packaged_check(packaged, settings.local_models_dir)
     if settings.embeddings_model:
         path = Path(settings.embeddings_model)
     else:
@@ -92,11 +92,13 @@ def check_embeddings(settings: Settings) -> CheckResult:
     )
 
 
-def _packaged_check(packaged: PackagedModel, target: Path) -> CheckResult:
-    from context_kit_service.local_models.packaged import part_paths
+def _packaged_check(packaged: PackagedModel, models_dir: Path) -> CheckResult:
+    from context_kit_service.local_models.packaged import installed_path, part_paths
 
+    target = installed_path(packaged, models_dir)
     if target.exists():
-        return CheckResult("healthy", f"{packaged.name} at {target} (loads on first use)")
+        when = "loads on first use" if packaged.unpack else "verified when it loads, on first use"
+        return CheckResult("healthy", f"{packaged.name} at {target} ({when})")
     try:
         part_paths(packaged)
     except ProviderError as exc:
