@@ -382,6 +382,7 @@ def test_with_the_core_tools_a_step_looks_up_chooses_or_answers() -> None:
         next_step([HumanMessage("Find anything about CSV imports.")], root),
         next_step([HumanMessage("please list the blocked tasks")], root),
         next_step([HumanMessage("I want a new task. Which id will it get")], root),
+        next_step([], root),  # an empty input on a new thread (was an IndexError, a 500)
     ] == [
         "look_up",
         "choose",
@@ -392,6 +393,7 @@ def test_with_the_core_tools_a_step_looks_up_chooses_or_answers() -> None:
         "choose",
         "choose",
         "choose",
+        "converse",
     ]
 
     model = LocalChatModel(model_path="qwen2.5-coder-0.5b", models_dir=SHARED_MODELS)

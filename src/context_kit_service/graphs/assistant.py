@@ -218,7 +218,10 @@ def next_step(messages: Sequence[BaseMessage], repo_root: str) -> Step:
     conversation alone, tools unseen, to a message that asks nothing (a small model shown
     tools calls one for "My team is Harbour." too, or writes a call as its answer); look up
     after a request naming an entity of the repository (a small model answers about an entity
-    from memory when it may choose); else choose between a tool and an answer."""
+    from memory when it may choose); else choose between a tool and an answer. An empty
+    conversation asks nothing."""
+    if not messages:
+        return "converse"
     last = messages[-1]
     if isinstance(last, ToolMessage):
         return "answer"
