@@ -13,8 +13,10 @@ import pytest
 
 from context_kit_service.local_models import LocalEmbeddings, default_embeddings_path
 from context_kit_service.local_models.embeddings import (
+    INT8_AGREEMENT,
     OnnxEncoder,
     TorchEncoder,
+    export,
     sentence_transformer,
 )
 
@@ -122,7 +124,9 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     folder = tmp_path / cache_key(model, int8=True)
     assert cache_key(model, int8=True) != cache_key(model)
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
-    assert json.loads((folder / "meta.json").read_text())["int8"] is True
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["int8"] is True
+    assert INT8_AGREEMENT <= meta["int8Agreement"] < 1
     full = next(exported.cache_dir.glob("*/model.onnx"))
     assert (
         folder / "model.onnx"
@@ -132,3 +136,24 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     cosines = np.sum(quantized * expected, axis=1)
     assert cosines.min() > 0.97, cosines
     assert not np.allclose(quantized, expected, atol=1e-3)  # int8 weights, not the float ones
+
+
+def test_int8_weights_that_disagree_with_the_model_are_not_kept(
+    exported: LocalEmbeddings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where int8 matrix products saturate (x86 without VNNI) the vectors stop agreeing with
+    the model's; an agreement no export can reach stands in for such a CPU here."""
+    model = default_embeddings_path()
+    folder = tmp_path / "export"
+    export(model, folder, int8=True, agreement=1.01)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["int8"] is False
+    assert INT8_AGREEMENT <= meta["int8Agreement"] < 1.01
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
+    full = next(exported.cache_dir.glob("*/model.onnx"))
+    assert (folder / "model.onnx").stat().st_size == full.stat().st_size
+    kept = OnnxEncoder(folder).encode(TEXTS, 3)
+    assert np.allclose(kept, np.array(exported.embed_documents(TEXTS)), atol=1e-6)
+    assert f"{model} stays in full precision: its int8 weights agree with it by cosine" in (
+        caplog.text
+    )
