@@ -4,19 +4,24 @@ on the question sets, per category, for several reciprocal rank fusion constants
 Each question is embedded once; every (mode, constant) pair then searches the same vectors,
 so the sweep takes seconds. The service's constant is `RRF_K` in `retrieval/search.py`.
 
-    .venv/bin/python bench/retrieval_quality.py [--rrf-k 1,5,20,60]
+    .venv/bin/python bench/retrieval_quality.py [--rrf-k 1,5,20,60] [--explained]
+
+`--explained` indexes the entities with the explanations `index --explain` stored in the data
+dir (CKS_DATA_DIR); the index itself is built in a temporary folder either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from context_kit_service.evaluation.metrics import mean, recall_at_k, reciprocal_rank
 from context_kit_service.providers import embeddings_spec, get_embeddings
+from context_kit_service.retrieval import explanations
 from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
 from context_kit_service.retrieval.search import RRF_K, search_index
 from context_kit_service.settings import load_settings
@@ -29,6 +34,9 @@ DEFAULT_REPO = "examples/context-repo"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rrf-k", default=f"1,{RRF_K},20,60", help="constants to compare")
+    parser.add_argument(
+        "--explained", action="store_true", help="with the stored entity explanations"
+    )
     args = parser.parse_args()
     constants = sorted({int(k) for k in args.rrf_k.split(",")})
 
@@ -37,6 +45,9 @@ def main() -> None:
     embeddings = get_embeddings(spec)
     indexes: dict[str, RepositoryIndex] = {}
     with tempfile.TemporaryDirectory() as data_dir:
+        stored = explanations.store_path(settings.data_dir)
+        if args.explained:
+            shutil.copyfile(stored, explanations.store_path(Path(data_dir)))
         for dataset in DATASETS:
             examples = [
                 json.loads(line)

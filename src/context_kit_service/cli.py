@@ -42,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="build or update a repository's retrieval index")
     index.add_argument("repo", type=Path, help="the context repository")
+    index.add_argument(
+        "--explain",
+        action="store_true",
+        help="first have the chat model explain, in plain words, each entity not yet explained "
+        "(once per entity; better retrieval of questions asked in other words)",
+    )
+    index.add_argument("--model", help="chat model for --explain (as CKS_MODEL)")
+    index.add_argument(
+        "--concurrency", type=int, default=1, help="explanations written at once (--explain)"
+    )
 
     from context_kit_service.evaluation import command as evaluation
 
@@ -218,6 +228,7 @@ def index(args: argparse.Namespace) -> int:
 
     from context_kit_service.providers import embeddings_spec, get_embeddings
     from context_kit_service.repository.cache import repositories
+    from context_kit_service.retrieval import explanations
     from context_kit_service.retrieval.documents import repository_chunks
     from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
     from context_kit_service.tools.confinement import RepositoryRefused, resolve_repository
@@ -228,9 +239,15 @@ def index(args: argparse.Namespace) -> int:
     except RepositoryRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not args.explain and (args.model or args.concurrency != 1):
+        print("error: --model and --concurrency apply to --explain", file=sys.stderr)
+        return 2
     started = time.perf_counter()
+    if args.explain and not _explain(root, settings, args):
+        return 1
     # Through the cache: the sync below finds the repository already loaded.
-    total = sum(len(chunks) for chunks in repository_chunks(repositories.get(root)).values())
+    chunks = repository_chunks(repositories.get(root), explanations.finder(settings.data_dir))
+    total = sum(len(docs) for docs in chunks.values())
     spec = embeddings_spec(settings)
     target = RepositoryIndex(
         root, settings.data_dir, get_embeddings(spec), embeddings_model_id(spec)
@@ -245,6 +262,44 @@ def index(args: argparse.Namespace) -> int:
     )
     print(f"index: {target.directory}")
     return 0
+
+
+def _explain(root: Path, settings: Settings, args: argparse.Namespace) -> bool:
+    """`index --explain`: explain the entities not yet explained; False after saying why it
+    could not."""
+    from tqdm import tqdm
+
+    from context_kit_service.graphs import explanation
+    from context_kit_service.provider_errors import as_provider_error
+    from context_kit_service.providers import chat_spec, get_chat_model, model_name
+    from context_kit_service.repository.cache import repositories
+
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return False
+    spec = chat_spec(settings, model=args.model, temperature=0.0, max_tokens=explanation.MAX_TOKENS)
+    repo = repositories.get(root)
+    try:
+        with tqdm(
+            total=len(repo.entities), unit="entity", desc="explaining", file=sys.stderr
+        ) as bar:
+            stats = explanation.explain(
+                repo,
+                settings.data_dir,
+                get_chat_model(spec),
+                model_name(spec),
+                concurrency=args.concurrency,
+                progress=bar.update,
+            )
+    except Exception as exc:
+        failure = as_provider_error(exc, spec.provider)
+        print(f"error: {failure.code}: {failure.message}", file=sys.stderr)
+        return False
+    print(
+        f"explained {stats.explained} of {stats.entities} entities with {model_name(spec)}; "
+        f"{stats.already} were explained before"
+    )
+    return True
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -109,3 +109,11 @@ ASSISTANT_PROPOSAL = (
     "waits for your approval."
 )
 """What a client that shows only text says about a change waiting for approval."""
+
+# Document expansion at index time (`retrieval.explanations`): the text after the system
+# prompt is one entity's "<type> <title>: <prose>".
+EXPLAIN_SYSTEM = (
+    "You explain entries of a software project's documentation to a newcomer who knows none "
+    "of its jargon. In two sentences, say in plain everyday words what the entry is and does. "
+    "Say what each technical term, product name and abbreviation means instead of repeating it."
+)

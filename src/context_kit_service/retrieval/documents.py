@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.documents import Document
@@ -56,10 +57,13 @@ def _render(value: Any, indent: str = "") -> list[str]:
     return [f"{indent}{value}"]
 
 
+def _fields(entity: Entity) -> dict[str, Any]:
+    return {k: v for k, v in entity.data.items() if k not in ("id", "title", "name")}
+
+
 def entity_text(entity: Entity) -> str:
     """A readable rendering: heading line, then the fields in file order."""
-    fields = {k: v for k, v in entity.data.items() if k not in ("id", "title", "name")}
-    return "\n".join([f"{entity.type} {entity.id}: {entity.title}", *_render(fields)])
+    return "\n".join([f"{entity.type} {entity.id}: {entity.title}", *_render(_fields(entity))])
 
 
 def _metadata(
@@ -120,21 +124,28 @@ def _sentences(value: Any) -> list[str]:
     return []
 
 
-def entity_views(entity: Entity) -> list[Document]:
+def entity_prose(entity: Entity) -> str:
+    """The entity's sentence-like fields, in file order, as one text."""
+    return " ".join(_sentences(_fields(entity)))
+
+
+def entity_views(entity: Entity, explanation: str | None = None) -> list[Document]:
     """Extra vectors for an entity, one per sentence-like field (and a user story's whole
     story): a short question matches one sentence better than the whole entity. Views are
-    searched densely and count toward their entity; they are not passages."""
+    searched densely and count toward their entity; they are not passages. The entity's
+    plain-language `explanation` (`retrieval.explanations`), when it has one, is a view that
+    lexical search also reads: its words are the ones a question in other words uses."""
     data = entity.data
     texts = []
     if entity.type == "userstory" and all(data.get(k) for k in ("asA", "iWant", "soThat")):
         texts.append(f"As a {data['asA']}, I want {data['iWant']}, so that {data['soThat']}.")
-    fields = {k: v for k, v in data.items() if k not in ("id", "title", "name")}
-    texts += [f"{entity.title}: {sentence}" for sentence in _sentences(fields)]
-    metadata = _metadata(entity.id, entity.type, entity.path, entity.title, -1)
-    return [
-        Document(page_content=text, metadata={**metadata, "view": True})
-        for text in dict.fromkeys(texts)
-    ]
+    texts += [f"{entity.title}: {sentence}" for sentence in _sentences(_fields(entity))]
+    metadata = {**_metadata(entity.id, entity.type, entity.path, entity.title, -1), "view": True}
+    views = [Document(page_content=text, metadata=metadata) for text in dict.fromkeys(texts)]
+    if explanation:
+        text = f"{entity.title}: {explanation}"
+        views.append(Document(page_content=text, metadata={**metadata, "explanation": True}))
+    return views
 
 
 def document_chunks(document: MarkdownDocument) -> list[Document]:
@@ -162,12 +173,15 @@ def document_chunks(document: MarkdownDocument) -> list[Document]:
     ]
 
 
-def repository_chunks(repo: Repository) -> dict[str, list[Document]]:
-    """Chunks (passages, and the views of entities) per repository file, keyed by relative
-    path."""
+def repository_chunks(
+    repo: Repository, explained: Callable[[Entity], str | None] = lambda entity: None
+) -> dict[str, list[Document]]:
+    """Chunks (passages, and the views of entities, with the explanation `explained` finds
+    for each) per repository file, keyed by relative path."""
     by_file: dict[str, list[Document]] = {}
     for entity in repo.entities.values():
-        by_file.setdefault(entity.path, []).extend(entity_chunks(entity) + entity_views(entity))
+        views = entity_views(entity, explained(entity))
+        by_file.setdefault(entity.path, []).extend(entity_chunks(entity) + views)
     for document in repo.documents:
         by_file[document.path] = document_chunks(document)
     return by_file

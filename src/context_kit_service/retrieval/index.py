@@ -26,7 +26,7 @@ from langchain_core.embeddings import Embeddings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import data_name
 from context_kit_service.repository.model import Signature
-from context_kit_service.retrieval import generations
+from context_kit_service.retrieval import explanations, generations
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
 from context_kit_service.retrieval.lexical import TOKENIZER, LexicalIndex
@@ -56,6 +56,7 @@ class RepositoryIndex:
 
     def __init__(self, root: Path, data_dir: Path, embeddings: Embeddings, model_id: str) -> None:
         self.root = root.resolve()
+        self.data_dir = data_dir
         self.directory = index_directory(data_dir, self.root)
         self.embeddings = embeddings
         self.model_id = model_id
@@ -147,7 +148,8 @@ class RepositoryIndex:
         with self._lock:
             self._load()
             signature = repositories.signature(self.root) if signature is None else signature
-            chunks = repository_chunks(repositories.get(self.root, signature))
+            repo = repositories.get(self.root, signature)
+            chunks = repository_chunks(repo, explanations.finder(self.data_dir))
             hashes = {path: file_hash(docs) for path, docs in chunks.items()}
             rebuilt = self.store is None
             changed = [p for p, h in hashes.items() if self.files.get(p) != h or rebuilt]
@@ -264,8 +266,13 @@ class RepositoryIndex:
 
 
 def _passages(docs: Iterable[tuple[int, Document]]) -> Iterator[tuple[int, str]]:
-    """(id, text) of the passages among `docs`: views are for dense search only."""
-    return ((i, d.page_content) for i, d in docs if not d.metadata.get("view"))
+    """(id, text) of what lexical search reads among `docs`: passages and explanations (the
+    other views are for dense search only)."""
+    return (
+        (i, d.page_content)
+        for i, d in docs
+        if not d.metadata.get("view") or d.metadata.get("explanation")
+    )
 
 
 class IndexRegistry:

@@ -2,7 +2,8 @@
 Markdown documents) for a query, refreshing the index first.
 
 1. Dense search (FAISS, cosine) over passages and entity views (one vector per sentence-like
-   field), and lexical search (FTS5, BM25) over passages, each return their best chunks.
+   field, and an entity's plain-language explanation when `index --explain` wrote one), and
+   lexical search (FTS5, BM25) over passages and explanations, each return their best chunks.
 2. Each search ranks groups by their best chunk. A group is what a chunk is about: its
    entity, its plain document, or, for a chunk of a derived document, the entities it
    restates (such a chunk counts toward them, and they are returned with it as a supporting
