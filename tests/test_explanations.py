@@ -22,6 +22,7 @@ from context_kit_service.graphs.prompts import EXPLAIN_SYSTEM
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.model import load_repository
 from context_kit_service.retrieval import explanations
+from context_kit_service.retrieval.documents import entity_views
 from context_kit_service.retrieval.index import RepositoryIndex
 from tests.conftest import REPO_ROOT
 from tests.fake_providers import closed_port_url, serve_fake_providers
@@ -115,6 +116,8 @@ def test_an_explanation_is_a_view_both_searches_read_and_re_indexes_only_its_fil
     explained = {i for i, d in index.store.docs.items() if d.metadata.get("explanation")}
     assert len(explained) == 73
     assert index.lexical.ids() & other_views == explained  # the other views stay dense only
+    views = entity_views(load_repository(root).entities["US-001"], "It books a berth.")
+    assert [v.metadata.get("explanation", False) for v in views] == [False] * 5 + [True]
 
     path = root / DECODER
     path.write_text(path.read_text().replace("Decodes NMEA", "Parses NMEA"))
@@ -200,12 +203,15 @@ def test_an_unreachable_provider_stops_the_index_command_with_its_code(tmp_path:
     )
 
 
-def test_explain_options_without_explain_are_refused(tmp_path: Path) -> None:
-    done = _index_command(_port_copy(tmp_path), tmp_path / "data", "--model", "m1")
+def test_explain_options_without_explain_or_out_of_range_are_refused(tmp_path: Path) -> None:
+    root = _port_copy(tmp_path)
+    done = _index_command(root, tmp_path / "data", "--model", "m1")
     assert (done.returncode, done.stderr) == (
         2,
         "error: --model and --concurrency apply to --explain\n",
     )
+    zero = _index_command(root, tmp_path / "data", "--explain", "--concurrency", "0")
+    assert (zero.returncode, zero.stderr) == (2, "error: --concurrency must be at least 1\n")
     assert not (tmp_path / "data").exists()
 
 

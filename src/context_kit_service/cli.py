@@ -242,6 +242,9 @@ def index(args: argparse.Namespace) -> int:
     if not args.explain and (args.model or args.concurrency != 1):
         print("error: --model and --concurrency apply to --explain", file=sys.stderr)
         return 2
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     if args.explain and not _explain(root, settings, args):
         return 1
@@ -274,9 +277,6 @@ def _explain(root: Path, settings: Settings, args: argparse.Namespace) -> bool:
     from context_kit_service.providers import chat_spec, get_chat_model, model_name
     from context_kit_service.repository.cache import repositories
 
-    if args.concurrency < 1:
-        print("error: --concurrency must be at least 1", file=sys.stderr)
-        return False
     spec = chat_spec(settings, model=args.model, temperature=0.0, max_tokens=explanation.MAX_TOKENS)
     repo = repositories.get(root)
     try:

@@ -141,7 +141,7 @@ def entity_views(entity: Entity, explanation: str | None = None) -> list[Documen
         texts.append(f"As a {data['asA']}, I want {data['iWant']}, so that {data['soThat']}.")
     texts += [f"{entity.title}: {sentence}" for sentence in _sentences(_fields(entity))]
     metadata = {**_metadata(entity.id, entity.type, entity.path, entity.title, -1), "view": True}
-    views = [Document(page_content=text, metadata=metadata) for text in dict.fromkeys(texts)]
+    views = [Document(page_content=t, metadata=metadata) for t in dict.fromkeys(texts)]
     if explanation:
         text = f"{entity.title}: {explanation}"
         views.append(Document(page_content=text, metadata={**metadata, "explanation": True}))
