@@ -45,8 +45,8 @@ def main() -> None:
     embeddings = get_embeddings(spec)
     indexes: dict[str, RepositoryIndex] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        stored = explanations.store_path(settings.data_dir)
         if args.explained:
+            stored = explanations.store_path(settings.data_dir)
             shutil.copyfile(stored, explanations.store_path(Path(data_dir)))
         for dataset in DATASETS:
             examples = [

@@ -1,4 +1,5 @@
-"""Start the real service as a subprocess (`context-kit-service serve`) and read its ready line."""
+"""Run the real CLI as a subprocess: a command to its end (`run_cli`), or the service
+(`context-kit-service serve`) whose ready line is read."""
 
 from __future__ import annotations
 
@@ -49,6 +50,28 @@ def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline()
 
 
+def cli_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """This process's environment without its `CKS_` variables, with the data dir and Hugging
+    Face offline, then `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
+    return full_env | {"CKS_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **env}
+
+
+def run_cli(
+    data_dir: Path, *args: str, cwd: Path | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`context-kit-service ARGS` run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "context_kit_service.cli", *args],
+        env=cli_env(data_dir, **env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def spawn(
     data_dir: Path,
     *args: str,
@@ -58,9 +81,7 @@ def spawn(
 ) -> subprocess.Popen[str]:
     """The service on a free port; its log goes to `log` when given (a long run fills a pipe
     nobody reads, and the service then blocks on its next log line)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
-    full_env.update({"CKS_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
-    full_env.update(env or {})
+    full_env = cli_env(data_dir, **(env or {}))
     command = [sys.executable, "-m", "context_kit_service.cli", "serve", "--port", "0", *args]
     if log is None:
         return subprocess.Popen(

@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.service_process import run_cli
 
 
 def _doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
-    base |= {"CKS_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "context_kit_service.cli", "doctor"],
-        env=base,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(tmp_path / "data", "doctor", cwd=tmp_path, timeout=60, **env)
 
 
 def test_doctor_passes_on_the_embedded_default(tmp_path: Path) -> None:

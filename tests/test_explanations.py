@@ -3,10 +3,7 @@ and indexed as views of their entities that both searches read."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from context_kit_service.retrieval.documents import entity_views
 from context_kit_service.retrieval.index import RepositoryIndex
 from tests.conftest import REPO_ROOT
 from tests.fake_providers import closed_port_url, serve_fake_providers
+from tests.service_process import run_cli
 
 PORT_REPO = REPO_ROOT / "examples" / "port-repo"
 DECODER = "contexts/packages/PKG-001-ais-decoder.yaml"
@@ -137,16 +135,7 @@ def test_an_explanation_is_a_view_both_searches_read_and_re_indexes_only_its_fil
 
 
 def _index_command(root: Path, data_dir: Path, *args: str, **env: str) -> Any:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
-    base |= {"CKS_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "context_kit_service.cli", "index", str(root), *args],
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(data_dir, "index", str(root), *args, **env)
 
 
 def test_the_index_command_explains_with_the_configured_provider(tmp_path: Path) -> None:

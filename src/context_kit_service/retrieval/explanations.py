@@ -91,7 +91,8 @@ def clean(text: str) -> str:
 def missing(entities: Iterable[Entity], data_dir: Path) -> dict[str, Entity]:
     """The entities with no stored explanation, by key."""
     known = read(data_dir)
-    return {key(e): e for e in entities if key(e) not in known}
+    keyed = {key(e): e for e in entities}
+    return {k: e for k, e in keyed.items() if k not in known}
 
 
 def save(data_dir: Path, explained: Iterable[tuple[str, str, str]]) -> int:
