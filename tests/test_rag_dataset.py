@@ -1,6 +1,7 @@
-"""The hard RAG question set is what it says it is: a third each of paraphrases that share no
-word with their answer, questions that hinge on a rare word, and questions a derived document
-restates; over both sample repositories. Checked with the service's own tokenizer."""
+"""The hard RAG question set, and the development set that fusion is tuned on, are what they say
+they are: a third each of paraphrases that share no word with their answer, questions that hinge
+on a rare word, and questions a derived document restates; over both sample repositories.
+Checked with the service's own tokenizer."""
 
 from __future__ import annotations
 
@@ -15,21 +16,22 @@ from context_kit_service.retrieval.index import RepositoryIndex
 from context_kit_service.retrieval.lexical import LexicalIndex, query_terms
 from tests.conftest import REPO_ROOT
 
-DATASET = REPO_ROOT / "evals" / "datasets" / "rag_hard.jsonl"
-EXAMPLES: list[RagExample] = SUITES["rag"].load(DATASET)
+DATASETS = REPO_ROOT / "evals" / "datasets"
+EXAMPLES: list[RagExample] = SUITES["rag"].load(DATASETS / "rag_hard.jsonl")
+DEVELOPMENT: list[RagExample] = SUITES["rag"].load(DATASETS / "rag_dev.jsonl")
 RARE_AT_MOST = 4
 """A rare word occurs in at most this many entities of its repository."""
 
 
 def by(category: str) -> list[RagExample]:
-    return [e for e in EXAMPLES if e.category == category]
+    return [e for e in EXAMPLES + DEVELOPMENT if e.category == category]
 
 
 @pytest.fixture(scope="module")
 def indexes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RepositoryIndex]:
     data = tmp_path_factory.mktemp("dataset-indexes")
     built = {}
-    for repo in {e.repo for e in EXAMPLES}:
+    for repo in {e.repo for e in EXAMPLES + DEVELOPMENT}:
         assert repo is not None
         index = RepositoryIndex(Path(repo), data, DeterministicFakeEmbedding(size=8), "fake")
         index.sync()
@@ -47,6 +49,13 @@ def test_the_set_is_large_balanced_and_covers_both_repositories() -> None:
     assert Counter(e.category for e in EXAMPLES) == {"paraphrase": 22, "rare": 22, "derived": 22}
     assert {Path(e.repo or "").name for e in EXAMPLES} == {"context-repo", "port-repo"}
     assert len({e.id for e in EXAMPLES}) == len(EXAMPLES)
+
+
+def test_the_development_set_is_balanced_and_apart_from_the_hard_set() -> None:
+    assert Counter(e.category for e in DEVELOPMENT) == {"paraphrase": 12, "rare": 12, "derived": 12}
+    assert {Path(e.repo or "").name for e in DEVELOPMENT} == {"context-repo", "port-repo"}
+    assert len({e.id for e in EXAMPLES + DEVELOPMENT}) == len(EXAMPLES) + len(DEVELOPMENT)
+    assert not {e.question for e in EXAMPLES} & {e.question for e in DEVELOPMENT}
 
 
 @pytest.mark.parametrize("example", by("paraphrase"), ids=lambda e: e.id)
