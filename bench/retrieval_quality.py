@@ -27,7 +27,7 @@ from context_kit_service.retrieval.search import RRF_K, search_index
 from context_kit_service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ("rag.jsonl", "rag_hard.jsonl")
+DATASETS = ("rag.jsonl", "rag_dev.jsonl", "rag_hard.jsonl")
 DEFAULT_REPO = "examples/context-repo"
 
 

@@ -50,20 +50,20 @@ def scored(groups: list[Group]) -> list[tuple[str, float, int | None, dict[str, 
 
 
 def test_fusion_ranks_groups_by_their_best_chunk_in_each_search() -> None:
-    dense = [2, 1, 7, 3]  # T-001's view, then its passage: one rank for T-001
-    lexical = [4, 5, 7]
-    groups = fuse([(1.0, dense), (0.5, lexical)], DOCS, KNOWN)
+    dense = [(2, 1.0), (1, 1.0), (7, 1.0), (3, 1.0)]  # T-001's view, then its passage: one rank
+    lexical = [(4, 0.5), (5, 0.25), (3, 0.9), (7, 0.81)]  # T-002 is ranked by its derived chunk
+    groups = fuse([dense, lexical], DOCS, KNOWN)
     r = lambda rank, weight=1.0: weight / (RRF_K + rank)  # noqa: E731
     assert scored(groups) == [
+        ("docs/guide.md", round(r(2) + r(3, 0.81), 6), 7, {}, False),
         ("T-002", round(r(3) + r(1, 0.5), 6), 3, {"prompts/T-002.md": 4}, False),
-        ("docs/guide.md", round(r(2) + r(3, 0.5), 6), 7, {}, False),
         ("T-001", round(r(1), 6), 1, {}, False),
-        ("generated/bundle.md", round(r(2, 0.5), 6), 5, {}, True),
+        ("generated/bundle.md", round(r(2, 0.25), 6), 5, {}, True),
     ]
 
 
 def test_a_derived_document_of_an_unknown_entity_comes_last() -> None:
-    groups = fuse([(1.0, [6, 3])], DOCS, KNOWN)
+    groups = fuse([[(6, 1.0), (3, 1.0)]], DOCS, KNOWN)
     assert [(g.owner, g.orphan) for g in groups] == [("T-002", False), ("generated/stale.md", True)]
 
 

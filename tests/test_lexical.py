@@ -3,6 +3,7 @@ can smuggle query syntax in."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -74,11 +75,21 @@ def test_bm25_ranks_the_rare_word_first_and_stems(index: LexicalIndex) -> None:
     assert index.search("the and of", 5) == []
 
 
-def test_coverage_is_the_share_of_query_words_the_index_knows(index: LexicalIndex) -> None:
-    assert index.coverage("tide windows") == 1.0
-    assert index.coverage("tide sandbank") == 0.5
-    assert index.coverage("banana bread") == 0.0
-    assert index.coverage("the") == 0.0
+def test_a_passage_holds_the_share_of_the_question_its_words_weigh(tmp_path: Path) -> None:
+    texts = {1: "tide windows", 2: "tide gauge", 3: "Tides"}
+    writable = LexicalIndex.create(tmp_path / "shares.sqlite")
+    writable.apply([], texts.items())
+    rare, common = math.log(1 + 2.5 / 1.5), math.log(1 + 0.5 / 3.5)  # in 1 and 3 of 3 passages
+    absent = math.log(1 + 3.5 / 0.5)
+    assert writable.shares("tide windows", texts) == pytest.approx(
+        {1: 1.0, 2: common / (rare + common), 3: common / (rare + common)}
+    )
+    assert writable.shares("windows sandbank", {1: texts[1], 2: texts[2]}) == pytest.approx(
+        {1: rare / (rare + absent), 2: 0.0}
+    )
+    assert writable.shares("tideWindows", {1: "tideWindows"}) == {1: 1.0}  # camelCase split
+    assert writable.shares("the", {1: texts[1]}) == {1: 0.0}
+    assert writable.shares("tide", {}) == {}
 
 
 def test_a_copy_takes_changes_and_leaves_its_source_untouched(

@@ -87,10 +87,12 @@ def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, embeddings) 
         for key, v in scores.items()
     }
     assert summary[("hybrid", "all")][0] >= 0.9
-    assert summary[("hybrid", "all")][1] >= 0.78
+    assert summary[("hybrid", "all")][1] >= 0.82
     assert summary[("hybrid", "rare")][0] >= 0.95
-    assert summary[("hybrid", "derived")][0] >= 0.95
+    assert summary[("hybrid", "derived")] >= (0.95, 0.95)
     assert summary[("hybrid", "paraphrase")][0] >= 0.7
+    # a question asked in other words is ranked by meaning: lexical search does not pull it down
+    assert summary[("hybrid", "paraphrase")][1] >= summary[("dense", "paraphrase")][1]
     assert summary[("hybrid", "all")] > summary[("dense", "all")]
     assert summary[("hybrid", "rare")][0] > summary[("dense", "rare")][0]
 

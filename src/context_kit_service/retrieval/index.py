@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,10 +259,12 @@ class RepositoryIndex:
         assert self.lexical is not None, "sync() before searching"
         return self.lexical.search(query, limit)
 
-    def lexical_coverage(self, query: str) -> float:
-        """The share of the query's words that occur in the repository."""
+    def lexical_shares(self, query: str, ids: Sequence[int]) -> dict[int, float]:
+        """How much of the query each of the passages `ids` holds (`LexicalIndex.shares`)."""
         assert self.lexical is not None, "sync() before searching"
-        return self.lexical.coverage(query)
+        assert self.store is not None, "sync() before searching"
+        docs = self.store.docs
+        return self.lexical.shares(query, {i: docs[i].page_content for i in ids})
 
 
 def _passages(docs: Iterable[tuple[int, Document]]) -> Iterator[tuple[int, str]]:

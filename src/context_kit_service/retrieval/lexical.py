@@ -8,10 +8,11 @@ only the changed chunks, inside one transaction.
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 FILENAME = "lexical.sqlite"
@@ -38,6 +39,7 @@ STOPWORDS = frozenset(_STOPWORDS.split())
 """Words that carry no topic: a query made only of them matches nothing."""
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_CAMEL_PAIR = re.compile(r"[a-z0-9][A-Z]")
 WORD = re.compile(r"[^\W_]+")
 """A word: letters and digits in any script (what FTS5's unicode61 tokenizer keeps)."""
 _ID = re.compile(r"\b([A-Za-z]+)-(\d+)\b")
@@ -57,9 +59,9 @@ def topic_words(text: str) -> set[str]:
 def lexical_text(text: str) -> str:
     """What FTS5 indexes for a chunk: the text, plus its camelCase words split apart, so a
     field such as `ratifiedOn` matches the words "ratified" and "on"."""
-    camel = {word for word in re.findall(r"\b\w*[a-z0-9][A-Z]\w*\b", text)}
-    if not camel:
+    if not _CAMEL_PAIR.search(text):  # most texts: a cheap scan instead of the word search
         return text
+    camel = {word for word in re.findall(r"\b\w*[a-z0-9][A-Z]\w*\b", text)}
     return text + "\n" + " ".join(_CAMEL.sub(" ", word) for word in sorted(camel))
 
 
@@ -141,21 +143,30 @@ class LexicalIndex:
             )
             self._db.execute("COMMIT")
 
+    def _cap(self) -> int:
+        """Passages a word may be in and still count as rare (call with the lock held)."""
+        if self._rows is None:
+            self._rows = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return max(COMMON_MIN, int(self._rows * COMMON_SHARE))
+
+    def _counts(self, terms: list[str], cap: int) -> list[int]:
+        """How many passages hold each term, counted up to cap + 1 (call with the lock held)."""
+        return [
+            self._db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT ?)",
+                (term, cap + 1),
+            ).fetchone()[0]
+            for term in terms
+        ]
+
     def _telling(self, terms: list[str]) -> list[str]:
         """`terms` without the common ones, unless every one is common."""
         with self._lock:
-            if self._rows is None:
-                self._rows = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            cap = max(COMMON_MIN, int(self._rows * COMMON_SHARE))
+            cap = self._cap()
+            assert self._rows is not None
             if cap >= self._rows:
                 return terms
-            counts = [
-                self._db.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT ?)",
-                    (term, cap + 1),
-                ).fetchone()[0]
-                for term in terms
-            ]
+            counts = self._counts(terms, cap)
         rare = [term for term, count in zip(terms, counts, strict=True) if count <= cap]
         return rare or terms
 
@@ -163,21 +174,42 @@ class LexicalIndex:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT rowid FROM chunks")}
 
-    def coverage(self, query: str) -> float:
-        """The share of the query's terms that occur in the index (0 without terms): how far
-        the query speaks the repository's words."""
+    def shares(self, query: str, passages: Mapping[int, str]) -> dict[int, float]:
+        """How much of the query each of `passages` (id -> text) holds, in [0, 1]: the summed
+        inverse document frequency (in this index) of the query's terms it contains over that
+        of all of them; a term no passage of the index holds weighs most. A passage with a
+        question's rare word holds most of the question; one that shares only its common
+        words, or any passage for a question asked in other words, little. The passages are
+        matched in a scratch table of their own: reading this index's posting lists of
+        common words for a few passages would cost more."""
         terms = query_terms(query)
-        if not terms:
-            return 0.0
+        if not terms or not passages:
+            return dict.fromkeys(passages, 0.0)
         with self._lock:
-            found = sum(
-                self._db.execute(
-                    "SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT 1", (term,)
-                ).fetchone()
-                is not None
-                for term in terms
+            cap = self._cap()
+            assert self._rows is not None
+            rows, counts = self._rows, self._counts(terms, cap)
+        scratch = sqlite3.connect(":memory:")
+        try:
+            scratch.execute(
+                f"CREATE VIRTUAL TABLE p USING fts5(text, content='', tokenize='{TOKENIZER}')"
             )
-        return found / len(terms)
+            scratch.executemany(
+                "INSERT INTO p(rowid, text) VALUES (?, ?)",
+                ((i, lexical_text(text)) for i, text in passages.items()),
+            )
+            holders = [
+                {row[0] for row in scratch.execute("SELECT rowid FROM p WHERE p MATCH ?", (term,))}
+                for term in terms
+            ]
+        finally:
+            scratch.close()
+        weights = [math.log(1 + (rows - n + 0.5) / (n + 0.5)) for n in counts]
+        total = sum(weights)
+        return {
+            i: sum(w for w, held in zip(weights, holders, strict=True) if i in held) / total
+            for i in passages
+        }
 
     def search(self, query: str, limit: int) -> list[tuple[int, float]]:
         """The `limit` best chunks for `query`: (id, BM25 score, higher is better)."""

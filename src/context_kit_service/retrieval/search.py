@@ -8,14 +8,18 @@ Markdown documents) for a query, refreshing the index first.
    entity, its plain document, or, for a chunk of a derived document, the entities it
    restates (such a chunk counts toward them, and they are returned with it as a supporting
    excerpt). A derived document that restates no known entity comes after everything else.
-3. Weighted reciprocal rank fusion: a group ranked r-th by a search adds weight/(RRF_K + r).
-   Dense search weighs 1; lexical search weighs the square of the share of the query's words
-   that occur in the repository, so a question asked in the repository's words leans on
-   them and one asked in other words leans on meaning.
+3. Weighted reciprocal rank fusion: a group ranked r-th by a search adds weight/(RRF_K + r),
+   the weight being that of the chunk that ranked it. A dense chunk weighs 1; a lexical chunk
+   weighs the square of the share of the question it holds (`LexicalIndex.shares`: its
+   query words weighted by their rarity). A passage holding the question's rare word weighs
+   nearly 1, so rare words and the words of a derived document count in full; a passage
+   that shares only a common word with a question asked in other words weighs little, so
+   meaning decides those.
 4. The entity-type filter, then maximal marginal relevance when asked for.
 
-`relevance_score` is the fused score over the best a group can score (first in every
-search), so 1.0 means ranked first by both searches. `CKS_MIN_RELEVANCE` is the least cosine
+`relevance_score` is the fused score over the best a group can score for the query (first in
+dense search and first in lexical search by the passage holding most of the question), so
+1.0 means ranked first by both searches. `CKS_MIN_RELEVANCE` is the least cosine
 similarity a chunk needs to count as a dense match; a lexical match needs a query word that
 is not a stopword.
 """
@@ -162,18 +166,18 @@ def owners(metadata: dict[str, Any], known: Callable[[str], bool]) -> tuple[list
 
 
 def fuse(
-    rankings: Sequence[tuple[float, Sequence[int]]],
+    rankings: Sequence[Sequence[tuple[int, float]]],
     docs: dict[int, Document],
     known: Callable[[str], bool],
     rrf_k: int = RRF_K,
 ) -> list[Group]:
-    """Weighted reciprocal rank fusion by group. Each search, given as (weight, chunk ids
-    best first), ranks the groups by their best chunk; a group ranked r-th adds
-    weight / (rrf_k + r). Best first, orphan derived documents last."""
+    """Weighted reciprocal rank fusion by group. Each search, given as its chunks best first
+    with their weights, ranks the groups by their best chunk; a group ranked r-th adds that
+    chunk's weight / (rrf_k + r). Best first, orphan derived documents last."""
     groups: dict[str, Group] = {}
-    for weight, ranking in rankings:
+    for ranking in rankings:
         ranked: set[str] = set()
-        for doc_id in ranking:
+        for doc_id, weight in ranking:
             metadata = docs[doc_id].metadata
             names, orphan = owners(metadata, known)
             for owner in names:
@@ -258,20 +262,25 @@ def search_index(
     keep = wanted if allowed else None
     k = max(1, min(top_k, MAX_TOP_K))
     limit = max(CANDIDATES, k * 8)
-    dense = [i for i, _, score in index.dense(vector, limit * VIEWS, keep) if score >= min_score]
-    rankings: list[tuple[float, Sequence[int]]] = [(1.0, dense)]
+    dense = [
+        (i, 1.0) for i, _, score in index.dense(vector, limit * VIEWS, keep) if score >= min_score
+    ]
+    rankings = [dense]
+    best = 1.0
     if mode == "hybrid":
         hits = index.lexical_hits(query, limit * (4 if allowed else 1))
         lexical = [i for i, _ in hits if keep is None or keep(docs[i])][:limit]
-        rankings.append((index.lexical_coverage(query) ** 2, lexical))
+        shares = index.lexical_shares(query, lexical)
+        rankings.append([(i, shares[i] ** 2) for i in lexical])
+        best += max(shares.values(), default=0.0) ** 2
     groups = fuse(rankings, docs, known, rrf_k)
     if allowed:
         groups = [g for g in groups if owner_type(g.owner) in allowed]
     if mmr:
         groups = _diversify(index, vector, groups, k)
-    best = sum(weight for weight, _ in rankings) / (rrf_k + 1)
     return [
-        _source(g, owner_type(g.owner), g.score / best, docs, chunks_of, query) for g in groups[:k]
+        _source(g, owner_type(g.owner), g.score * (rrf_k + 1) / best, docs, chunks_of, query)
+        for g in groups[:k]
     ]
 
 
