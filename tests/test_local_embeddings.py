@@ -116,7 +116,13 @@ def test_a_cache_that_cannot_be_written_runs_through_sentence_transformers(
 def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     exported: LocalEmbeddings, tmp_path: Path
 ) -> None:
-    from context_kit_service.local_models.embeddings import cache_key, load_encoder
+    import onnx
+
+    from context_kit_service.local_models.embeddings import (
+        cache_key,
+        down_projections,
+        load_encoder,
+    )
 
     model = default_embeddings_path()
     int8 = load_encoder(model, tmp_path, int8=True)
@@ -128,9 +134,20 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     assert meta["int8"] is True
     assert INT8_AGREEMENT <= meta["int8Agreement"] < 1
     full = next(exported.cache_dir.glob("*/model.onnx"))
+    # the embedding table and the feed-forward down-projections stay float
+    assert (folder / "model.onnx").stat().st_size < 0.8 * full.stat().st_size
+    layers = range(6)
+    assert down_projections(full) == [
+        f"/transformer/encoder/layer.{i}/output/dense/MatMul" for i in layers
+    ]
+    float_products = {
+        n.name for n in onnx.load(str(folder / "model.onnx")).graph.node if n.op_type == "MatMul"
+    }
+    assert set(down_projections(full)) <= float_products
     assert (
-        folder / "model.onnx"
-    ).stat().st_size < 0.7 * full.stat().st_size  # the embedding table stays float
+        not {f"/transformer/encoder/layer.{i}/intermediate/dense/MatMul" for i in layers}
+        & float_products
+    )
     quantized = int8.encode(TEXTS[:-1], 3)
     expected = np.array(exported.embed_documents(TEXTS[:-1]))
     cosines = np.sum(quantized * expected, axis=1)
