@@ -39,7 +39,7 @@ RUNS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "entity": AGENT_TASK,
         },
     ),
-    "rag": ({"query": "How do people sign in with a passkey?"}, {"answer": "See [US-001]."}),
+    "rag": ({"query": "How do people sign in with a passkey?"}, {"answer": "See [FEAT-001]."}),
     "assistant": (
         {"messages": [{"type": "human", "content": "What is FEAT-001 about?"}]},
         {"answer": "See [FEAT-001]."},
