@@ -90,6 +90,11 @@ def test_a_passage_holds_the_share_of_the_question_its_words_weigh(tmp_path: Pat
     assert writable.shares("tideWindows", {1: "tideWindows"}) == {1: 1.0}  # camelCase split
     assert writable.shares("the", {1: texts[1]}) == {1: 0.0}
     assert writable.shares("tide", {}) == {}
+    writable.apply([], [(4, "windows")])  # counts are kept per file state, then forgotten
+    rare, common = math.log(1 + 2.5 / 2.5), math.log(1 + 1.5 / 3.5)  # in 2 and 3 of 4
+    assert writable.shares("tide windows", {2: texts[2]}) == pytest.approx(
+        {2: common / (rare + common)}
+    )
 
 
 def test_a_copy_takes_changes_and_leaves_its_source_untouched(

@@ -20,6 +20,8 @@ TOKENIZER = "porter unicode61 remove_diacritics 2"
 """Words split on anything but letters and digits, folded to lower case without accents,
 then Porter-stemmed: `ratified`, `ratifies` and `ratify` are one term."""
 MAX_QUERY_TERMS = 32
+MAX_COUNTED = 10_000
+"""Term counts an index keeps before it forgets them all."""
 COMMON_SHARE = 0.1
 COMMON_MIN = 1000
 """A query word found in more than COMMON_SHARE of the passages, and in more than COMMON_MIN,
@@ -99,6 +101,9 @@ class LexicalIndex:
         self._lock = threading.Lock()
         self._rows: int | None = None
         """Passages in the file, counted once (a committed file never changes)."""
+        self._counted: dict[str, int] = {}
+        """Passages holding each term, up to the cap + 1, counted once: a search and the shares
+        of its hits count the same terms."""
         if not writable:  # open the file now: its folder may be renamed or removed later
             self._db.execute("SELECT 1 FROM chunks LIMIT 1").fetchall()
         if writable:
@@ -132,6 +137,7 @@ class LexicalIndex:
         the texts, so a removal must pass the text that was added."""
         with self._lock:
             self._rows = None
+            self._counted.clear()
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO chunks(chunks, rowid, text) VALUES('delete', ?, ?)",
@@ -151,13 +157,15 @@ class LexicalIndex:
 
     def _counts(self, terms: list[str], cap: int) -> list[int]:
         """How many passages hold each term, counted up to cap + 1 (call with the lock held)."""
-        return [
-            self._db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT ?)",
-                (term, cap + 1),
-            ).fetchone()[0]
-            for term in terms
-        ]
+        if len(self._counted) > MAX_COUNTED:
+            self._counted.clear()
+        for term in terms:
+            if term not in self._counted:
+                self._counted[term] = self._db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE chunks MATCH ? LIMIT ?)",
+                    (term, cap + 1),
+                ).fetchone()[0]
+        return [self._counted[term] for term in terms]
 
     def _telling(self, terms: list[str]) -> list[str]:
         """`terms` without the common ones, unless every one is common."""
