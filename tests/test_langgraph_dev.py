@@ -69,15 +69,16 @@ def studio(agent_service: AgentService, tmp_path_factory: pytest.TempPathFactory
     command = Path(sys.executable).with_name("langgraph")
     assert shutil.which(str(command)), "langgraph-cli[inmem] is a development dependency"
     args = ["dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        [str(command), *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    log = tmp_path_factory.mktemp("studio-log") / "langgraph-dev.log"
+    with log.open("w") as output:  # a file, not a pipe nobody reads while the tests run
+        process = subprocess.Popen(
+            [str(command), *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     try:
@@ -89,15 +90,16 @@ def studio(agent_service: AgentService, tmp_path_factory: pytest.TempPathFactory
                 time.sleep(0.3)
         else:
             process.kill()
-            raise AssertionError(f"langgraph dev did not start:\n{process.communicate()[0]}")
+            process.wait()
+            raise AssertionError(f"langgraph dev did not start:\n{log.read_text()}")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.communicate(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()
 
 
 async def test_studio_lists_every_graph(studio: str) -> None:
