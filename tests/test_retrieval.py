@@ -11,6 +11,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from context_kit_service.evaluation.metrics import mean, recall_at_k, reciprocal_rank
 from context_kit_service.local_models import LocalEmbeddings
+from context_kit_service.local_models.packaged import DEFAULT_EMBEDDINGS_MODEL
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.synthetic import generate_repository
@@ -61,11 +62,12 @@ async def test_recall_at_5_on_the_question_set(make_settings, embeddings) -> Non
 
 
 def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, embeddings) -> None:
-    """Both sample repositories, a third each of paraphrases, rare words and questions a
-    derived document restates (figures in the README; the floors leave a margin)."""
+    """The default embeddings on both sample repositories, a third each of paraphrases, rare
+    words and questions a derived document restates (figures in the README; the floors leave
+    a margin)."""
     from context_kit_service.retrieval.search import search
 
-    settings = make_settings()
+    settings = make_settings(embeddings_model=DEFAULT_EMBEDDINGS_MODEL)
     lines = (REPO_ROOT / "evals/datasets/rag_hard.jsonl").read_text().splitlines()
     examples = [json.loads(line) for line in lines]
     scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -86,11 +88,12 @@ def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, embeddings) 
         key: (round(mean([r for r, _ in v]), 3), round(mean([m for _, m in v]), 3))
         for key, v in scores.items()
     }
-    assert summary[("hybrid", "all")][0] >= 0.9
-    assert summary[("hybrid", "all")][1] >= 0.82
+    # 8-bit weights (VNNI) give 0.955 / 0.877, 7-bit ones (elsewhere) 0.947 / 0.889
+    assert summary[("hybrid", "all")][0] >= 0.94
+    assert summary[("hybrid", "all")][1] >= 0.86
     assert summary[("hybrid", "rare")][0] >= 0.95
     assert summary[("hybrid", "derived")] >= (0.95, 0.95)
-    assert summary[("hybrid", "paraphrase")][0] >= 0.7
+    assert summary[("hybrid", "paraphrase")][0] >= 0.85
     # a question asked in other words is ranked by meaning: lexical search does not pull it down
     assert summary[("hybrid", "paraphrase")][1] >= summary[("dense", "paraphrase")][1]
     assert summary[("hybrid", "all")] > summary[("dense", "all")]
@@ -134,6 +137,34 @@ async def test_mmr_returns_distinct_relevant_entities(make_settings, embeddings)
     )
     assert len({s.entity_id for s in diverse}) == 4
     assert diverse[0].entity_id == plain[0].entity_id
+
+
+async def test_mmr_keeps_the_best_and_passes_over_a_near_copy(
+    make_settings, embeddings, tmp_path: Path
+) -> None:
+    """Two tasks that say the same thing rank first and second; with MMR the first
+    stays first and its near copy gives its place to a task that says something else."""
+    tasks = tmp_path / "repo" / "contexts" / "tasks"
+    tasks.mkdir(parents=True)
+    steps = {
+        "T-001": ("Rotate the signing keys", "Rotate the JWT signing keys every 30 days"),
+        "T-002": ("Rotate the signing keys", "Rotate the JWT signing keys every 30 days."),
+        "T-003": ("Audit the signing key store", "List who read the key vault this quarter"),
+        "T-004": ("Paint the office", "Choose a colour for the meeting room walls"),
+    }
+    for task_id, (title, step) in steps.items():
+        (tasks / f"{task_id}.yaml").write_text(
+            f"id: {task_id}\ntitle: {title}\nstatus: todo\nsteps:\n  - {step}\n"
+        )
+    settings = make_settings(data_dir=tmp_path / "own-data")
+    query = "rotate the JWT signing keys"
+    plain = await search_repository(settings, tmp_path / "repo", query, top_k=2, min_score=0)
+    diverse = await search_repository(
+        settings, tmp_path / "repo", query, top_k=2, mmr=True, min_score=0
+    )
+    assert sorted(s.entity_id for s in plain) == ["T-001", "T-002"]
+    assert diverse[0].entity_id == plain[0].entity_id
+    assert diverse[1].entity_id in {"T-003", "T-004"}
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +265,10 @@ async def test_health_reports_the_default_repository_index(
         == f"index of {sample_copy} not built yet (builds on the first query)"
     )
     await search_repository(settings, sample_copy, "passkey", top_k=1)
-    assert check_index(settings).detail == f"index of {sample_copy}: 185 chunks, local:default"
+    assert (
+        check_index(settings).detail
+        == f"index of {sample_copy}: 185 chunks, local:all-MiniLM-L6-v2"
+    )
 
 
 def test_an_excerpt_keeps_what_answers_the_question_in_its_order() -> None:

@@ -247,6 +247,17 @@ def model_name(spec: ChatModelSpec) -> str:
 # --- embeddings --------------------------------------------------------------------------
 
 
+def embeddings_model_name(spec: EmbeddingsSpec) -> str:
+    """The model `spec` embeds with, its provider's default when it names none."""
+    if spec.model:
+        return spec.model
+    if spec.provider == "local":
+        from context_kit_service.local_models.packaged import DEFAULT_EMBEDDINGS_MODEL
+
+        return DEFAULT_EMBEDDINGS_MODEL
+    return DEFAULT_EMBEDDING_MODELS.get(spec.provider, "default")
+
+
 def _local_embeddings(spec: EmbeddingsSpec) -> Embeddings:
     from context_kit_service.local_models import LocalEmbeddings
 

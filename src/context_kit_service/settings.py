@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,13 @@ MIN_TOKEN_CHARS = 16
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "context-kit-service"
+
+
+def cache_home() -> Path:
+    """The user's cache of what the service derives from installed packages (assembled
+    models, their ONNX exports): shared by every data dir, safe to delete."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "context-kit-service"
 
 
 class Settings(BaseSettings):
@@ -89,9 +97,9 @@ class Settings(BaseSettings):
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
     embeddings_model: str | None = Field(
         None,
-        description="Embeddings model. For `local`: empty means the packaged all-MiniLM-L6-v2, "
-        "`all-mpnet-base-v2` the optional packaged model (`make install-mpnet`), anything else "
-        "a sentence-transformers folder.",
+        description="Embeddings model. For `local`: empty means the packaged all-mpnet-base-v2, "
+        "`all-MiniLM-L6-v2` the smaller, faster packaged model, anything else a "
+        "sentence-transformers folder.",
     )
 
     data_dir: Path = Field(
@@ -101,7 +109,7 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         None,
         description="Where packaged local models are assembled from their parts; empty means "
-        "`<data dir>/models`.",
+        "`~/.cache/context-kit-service/models` (under `$XDG_CACHE_HOME` when set).",
     )
     repo_path: Path | None = Field(None, description="Default context repository.")
     allowed_repos: list[Path] = Field(
@@ -242,7 +250,7 @@ class Settings(BaseSettings):
 
     @property
     def local_models_dir(self) -> Path:
-        return self.models_dir or self.data_dir / "models"
+        return self.models_dir or cache_home() / "models"
 
 
 def is_loopback(host: str) -> bool:

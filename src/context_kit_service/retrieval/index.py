@@ -23,6 +23,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from context_kit_service.providers import EmbeddingsSpec, embeddings_model_name
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import data_name
 from context_kit_service.repository.model import Signature
@@ -301,5 +302,6 @@ class IndexRegistry:
 indexes = IndexRegistry()
 
 
-def embeddings_model_id(spec: Any) -> str:
-    return f"{spec.provider}:{spec.model or 'default'}"
+def embeddings_model_id(spec: EmbeddingsSpec) -> str:
+    """Names the vectors in an index's manifest: another model's index is rebuilt."""
+    return f"{spec.provider}:{embeddings_model_name(spec)}"

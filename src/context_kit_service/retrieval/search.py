@@ -289,10 +289,17 @@ def _representative(g: Group, chunks_of: dict[str, list[int]]) -> int:
 
 
 def _diversify(
-    index: RepositoryIndex, query: list[float], groups: list[Group], k: int
+    index: RepositoryIndex,
+    query: list[float],
+    groups: list[Group],
+    k: int,
+    lambda_mult: float = 0.5,
 ) -> list[Group]:
-    """Maximal marginal relevance over the best 4 × k groups (their representative chunks)."""
-    from langchain_core.vectorstores.utils import maximal_marginal_relevance
+    """Maximal marginal relevance over the best 4 × k groups. The first is the best group, as
+    without MMR; each next one is the group whose closeness to the query (its chunk nearest
+    to it) least its cosine to the closest group already chosen (by their representative
+    chunks) is highest, weighed `lambda_mult` to 1 - it."""
+    import numpy as np
 
     from context_kit_service.retrieval.store import normalise
 
@@ -300,8 +307,18 @@ def _diversify(
     candidates = groups[: k * 4]
     if not candidates:
         return []
-    vectors = index.store.vectors([_representative(g, index.chunks_of) for g in candidates])
-    chosen = maximal_marginal_relevance(normalise(query)[0], list(vectors), lambda_mult=0.5, k=k)
+    store, chunks_of = index.store, index.chunks_of
+    target = normalise(query)[0]
+    relevance = np.array([(store.vectors(chunks_of[g.owner]) @ target).max() for g in candidates])
+    vectors = normalise(store.vectors([_representative(g, chunks_of) for g in candidates]))
+    chosen = [0]
+    closest = vectors @ vectors[0]
+    while len(chosen) < min(k, len(candidates)):
+        marginal = lambda_mult * relevance - (1 - lambda_mult) * closest
+        marginal[chosen] = -np.inf
+        pick = int(np.argmax(marginal))
+        chosen.append(pick)
+        closest = np.maximum(closest, vectors @ vectors[pick])
     return [candidates[i] for i in chosen]
 
 

