@@ -16,11 +16,6 @@ from context_kit_service.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MODELS = Path.home() / ".cache" / "context-kit-service" / "models"
 """Where tests assemble the packaged models (`CKS_MODELS_DIR`): once per machine, not per test."""
-TEST_EMBEDDINGS = "all-MiniLM-L6-v2"
-"""The embeddings model of tests that are not about retrieval quality: the smaller packaged
-one, about 3x faster to index with than the default all-mpnet-base-v2. The default runs in
-the retrieval and embedded-model gates, the int8 test and every test that starts the service
-as the app does (their environment has no `CKS_` variable)."""
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +25,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CKS_MODELS_DIR", str(SHARED_MODELS))
-    monkeypatch.setenv("CKS_EMBEDDINGS_MODEL", TEST_EMBEDDINGS)
     return
 
 
@@ -39,8 +33,8 @@ SAMPLE_REPO = REPO_ROOT / "examples" / "context-repo"
 
 @pytest.fixture(scope="session")
 def sample_indexes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir's `indexes` folder holding the sample repository's index under the tests'
-    embeddings (`TEST_EMBEDDINGS`), built once per session by the service's own sync."""
+    """A data dir's `indexes` folder holding the sample repository's index under the default
+    embeddings, built once per session by the service's own sync."""
     from context_kit_service.retrieval.search import repository_index
 
     data_dir = tmp_path_factory.mktemp("sample-index")

@@ -18,7 +18,6 @@ from context_kit_service.evaluation.runner import run_suite, summarize
 from context_kit_service.evaluation.suites import SUITES
 from context_kit_service.evaluation.targets import LocalTarget
 from context_kit_service.graphs.generation import LINK_FIELDS
-from context_kit_service.local_models.packaged import DEFAULT_EMBEDDINGS_MODEL
 from context_kit_service.repository.model import load_repository
 from tests.conftest import REPO_ROOT, SAMPLE_REPO, AgentService
 from tests.fakes import ScriptedChatModel, replies
@@ -237,12 +236,10 @@ GATE = {
 
 @pytest.mark.model
 async def test_embedded_model_gate(make_settings) -> None:
-    """The default packaged models (Qwen2.5-Coder 0.5B, all-mpnet-base-v2) on the sample
-    repository, hybrid retrieval, greedy, in this process (the model loaded once; the CLI's
-    `--fail-under` is tested over HTTP above). Retrieval on the hard set is gated by
-    test_retrieval."""
-    settings = make_settings(repo_path=SAMPLE_REPO, embeddings_model=DEFAULT_EMBEDDINGS_MODEL)
-    target = LocalTarget(settings, temperature=0)
+    """The packaged models (Qwen2.5-Coder 0.5B, MiniLM) on the sample repository, hybrid
+    retrieval, greedy, in this process (the model loaded once; the CLI's `--fail-under` is
+    tested over HTTP above). Retrieval on the hard set is gated by test_retrieval."""
+    target = LocalTarget(make_settings(repo_path=SAMPLE_REPO), temperature=0)
     scores: dict[str, dict[str, float]] = {}
     for suite, (limit, floors) in GATE.items():
         results = await run_suite(SUITES[suite], examples(suite, limit), target, progress=False)

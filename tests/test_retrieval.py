@@ -11,7 +11,6 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from context_kit_service.evaluation.metrics import mean, recall_at_k, reciprocal_rank
 from context_kit_service.local_models import LocalEmbeddings
-from context_kit_service.local_models.packaged import DEFAULT_EMBEDDINGS_MODEL
 from context_kit_service.providers import embeddings_spec, get_embeddings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.synthetic import generate_repository
@@ -61,13 +60,21 @@ async def test_recall_at_5_on_the_question_set(make_settings, embeddings) -> Non
     assert mean(ranks) >= 0.8
 
 
-def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, embeddings) -> None:
-    """The default embeddings on both sample repositories, a third each of paraphrases, rare
-    words and questions a derived document restates (figures in the README; the floors leave
-    a margin)."""
+FLOORS = {
+    "all-MiniLM-L6-v2": {"all": (0.9, 0.82), "rare": (0.95, 0.0), "paraphrase": (0.7, 0.0)},
+    # 8-bit weights (CPUs with VNNI) give 0.955 / 0.877, 7-bit ones (elsewhere) 0.947 / 0.889
+    "all-mpnet-base-v2": {"all": (0.94, 0.86), "rare": (0.95, 0.0), "paraphrase": (0.85, 0.0)},
+}
+"""Recall@5 and MRR floors per embeddings model: the README's figures less a margin."""
+
+
+@pytest.mark.parametrize("model", list(FLOORS))
+def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, model: str) -> None:
+    """Both sample repositories, a third each of paraphrases, rare words and questions a
+    derived document restates, with each packaged embeddings model."""
     from context_kit_service.retrieval.search import search
 
-    settings = make_settings(embeddings_model=DEFAULT_EMBEDDINGS_MODEL)
+    settings = make_settings(embeddings_model=model)
     lines = (REPO_ROOT / "evals/datasets/rag_hard.jsonl").read_text().splitlines()
     examples = [json.loads(line) for line in lines]
     scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -88,12 +95,13 @@ def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, embeddings) 
         key: (round(mean([r for r, _ in v]), 3), round(mean([m for _, m in v]), 3))
         for key, v in scores.items()
     }
-    # 8-bit weights (VNNI) give 0.955 / 0.877, 7-bit ones (elsewhere) 0.947 / 0.889
-    assert summary[("hybrid", "all")][0] >= 0.94
-    assert summary[("hybrid", "all")][1] >= 0.86
-    assert summary[("hybrid", "rare")][0] >= 0.95
+    below = {
+        category: summary[("hybrid", category)]
+        for category, (recall, mrr) in FLOORS[model].items()
+        if summary[("hybrid", category)][0] < recall or summary[("hybrid", category)][1] < mrr
+    }
+    assert below == {}, summary
     assert summary[("hybrid", "derived")] >= (0.95, 0.95)
-    assert summary[("hybrid", "paraphrase")][0] >= 0.85
     # a question asked in other words is ranked by meaning: lexical search does not pull it down
     assert summary[("hybrid", "paraphrase")][1] >= summary[("dense", "paraphrase")][1]
     assert summary[("hybrid", "all")] > summary[("dense", "all")]

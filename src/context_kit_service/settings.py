@@ -97,9 +97,9 @@ class Settings(BaseSettings):
     embeddings_provider: EmbeddingsProviderName = Field("local", description="Embeddings provider.")
     embeddings_model: str | None = Field(
         None,
-        description="Embeddings model. For `local`: empty means the packaged all-mpnet-base-v2, "
-        "`all-MiniLM-L6-v2` the smaller, faster packaged model, anything else a "
-        "sentence-transformers folder.",
+        description="Embeddings model. For `local`: empty means the packaged all-MiniLM-L6-v2, "
+        "`all-mpnet-base-v2` the larger packaged model (better on questions asked in other "
+        "words, slower), anything else a sentence-transformers folder.",
     )
 
     data_dir: Path = Field(

