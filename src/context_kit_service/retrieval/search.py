@@ -310,7 +310,7 @@ def _diversify(
     store, chunks_of = index.store, index.chunks_of
     target = normalise(query)[0]
     relevance = np.array([(store.vectors(chunks_of[g.owner]) @ target).max() for g in candidates])
-    vectors = normalise(store.vectors([_representative(g, chunks_of) for g in candidates]))
+    vectors = store.vectors([_representative(g, chunks_of) for g in candidates])  # normalised
     chosen = [0]
     closest = vectors @ vectors[0]
     while len(chosen) < min(k, len(candidates)):

