@@ -16,6 +16,7 @@ import pytest
 from context_kit_service.local_models import LocalEmbeddings, minilm_path
 from context_kit_service.local_models.embeddings import (
     INT8_AGREEMENT,
+    INT8_WEIGHTS,
     PROBE_TEXTS,
     OnnxEncoder,
     TorchEncoder,
@@ -138,24 +139,23 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["int8"] is True
-    assert meta["int8Bits"] == 8
-    assert list(meta["int8Agreement"]) == ["8"]  # 8 bits agreed: 7 were not tried
-    assert INT8_AGREEMENT <= meta["int8Agreement"]["8"] < 1
+    assert meta["int8Weights"] == "8-bit"
+    assert list(meta["int8Agreement"]) == ["8-bit"]  # agreed: 7-bit weights were not tried
+    assert INT8_AGREEMENT <= meta["int8Agreement"]["8-bit"] < 1
     full = next(exported.cache_dir.glob("*/model.onnx"))
-    # the embedding table and the feed-forward down-projections stay float
-    assert (folder / "model.onnx").stat().st_size < 0.8 * full.stat().st_size
+    # the embedding table stays float
+    assert (folder / "model.onnx").stat().st_size < 0.7 * full.stat().st_size
     layers = range(6)
     assert down_projections(full) == [
         f"/transformer/encoder/layer.{i}/output/dense/MatMul" for i in layers
     ]
-    float_products = {
-        n.name for n in onnx.load(str(folder / "model.onnx")).graph.node if n.op_type == "MatMul"
-    }
-    assert set(down_projections(full)) <= float_products
-    assert (
-        not {f"/transformer/encoder/layer.{i}/intermediate/dense/MatMul" for i in layers}
-        & float_products
+    products = {n.name: n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert {name: products[name] for name in down_projections(full)} == dict.fromkeys(
+        down_projections(full), "MatMulNBits"
     )
+    assert {
+        products[f"/transformer/encoder/layer.{i}/intermediate/dense/MatMul_quant"] for i in layers
+    } == {"MatMulInteger"}
     quantized = int8.encode(TEXTS[:-1], 3)
     expected = np.array(exported.embed_documents(TEXTS[:-1]))
     cosines = np.sum(quantized * expected, axis=1)
@@ -166,15 +166,15 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
 def test_int8_weights_that_disagree_with_the_model_are_not_kept(
     exported: LocalEmbeddings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An agreement no export can reach: 8-bit weights, then 7-bit ones are tried, and the
-    full-precision export is kept."""
+    """An agreement no export can reach: 8-bit weights with blockwise down-projections, then
+    7-bit ones with float down-projections are tried, and the full-precision export is kept."""
     model = minilm_path()
     folder = tmp_path / "export"
     export(model, folder, int8=True, agreement=1.01)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["int8"] is False
-    assert meta["int8Bits"] is None
-    assert list(meta["int8Agreement"]) == ["8", "7"]
+    assert meta["int8Weights"] is None
+    assert list(meta["int8Agreement"]) == ["8-bit", "7-bit"]
     assert all(INT8_AGREEMENT <= value < 1 for value in meta["int8Agreement"].values())
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
     full = next(exported.cache_dir.glob("*/model.onnx"))
@@ -183,7 +183,7 @@ def test_int8_weights_that_disagree_with_the_model_are_not_kept(
     assert np.allclose(kept, np.array(exported.embed_documents(TEXTS)), atol=1e-6)
     assert (
         f"{model} stays in full precision: its int8 weights agree with it by cosine "
-        f"{meta['int8Agreement']} on this CPU (by weight bits), 1.01 is needed"
+        f"{meta['int8Agreement']} on this CPU (by weights), 1.01 is needed"
     ) in caplog.text
 
 
@@ -199,19 +199,19 @@ def test_without_vnni_mpnet_needs_7_bit_weights(tmp_path: Path) -> None:
     assert int8 is True
     export(model, tmp_path / "full")
     full = tmp_path / "full" / "model.onnx"
-    kept_float = down_projections(full)
-    for bits in (8, 7):
-        folder = tmp_path / f"{bits}-bit"
+    down = down_projections(full)
+    for weights in INT8_WEIGHTS:
+        folder = tmp_path / weights.name
         shutil.copytree(tmp_path / "full", folder)
-        int8_weights(full, folder / "model.onnx", bits, kept_float)
+        int8_weights(full, folder / "model.onnx", weights, down)
     expected = reference(model, list(PROBE_TEXTS[:2]))
     np.save(tmp_path / "expected.npy", expected)
     here = agreement_with(tmp_path / "7-bit", expected)
     script = (
         "import json, sys, numpy; from pathlib import Path;"
-        "from context_kit_service.local_models.embeddings import agreement_with;"
+        "from context_kit_service.local_models.embeddings import INT8_WEIGHTS, agreement_with;"
         "root = Path(sys.argv[1]); expected = numpy.load(root / 'expected.npy');"
-        "print(json.dumps({b: agreement_with(root / f'{b}-bit', expected) for b in (8, 7)}))"
+        "print(json.dumps({w.name: agreement_with(root / w.name, expected) for w in INT8_WEIGHTS}))"
     )
     emulated = subprocess.run(
         [EMULATOR, "-cpu", "max", sys.executable, "-c", script, str(tmp_path)],
@@ -220,8 +220,8 @@ def test_without_vnni_mpnet_needs_7_bit_weights(tmp_path: Path) -> None:
         check=True,
         timeout=300,
     )
-    without_vnni = {int(b): v for b, v in json.loads(emulated.stdout.splitlines()[-1]).items()}
-    assert without_vnni[8] < 0.5, without_vnni  # saturated
-    assert without_vnni[7] >= INT8_AGREEMENT
-    assert without_vnni[7] == pytest.approx(here, abs=1e-3)  # 7 bits: the same everywhere
+    without_vnni = json.loads(emulated.stdout.splitlines()[-1])
+    assert without_vnni["8-bit"] < 0.5, without_vnni  # saturated
+    assert without_vnni["7-bit"] >= INT8_AGREEMENT
+    assert without_vnni["7-bit"] == pytest.approx(here, abs=1e-3)  # 7 bits: the same everywhere
     assert here >= INT8_AGREEMENT
