@@ -60,21 +60,34 @@ async def test_recall_at_5_on_the_question_set(make_settings, embeddings) -> Non
     assert mean(ranks) >= 0.8
 
 
+MPNET_ELSEWHERE = {"all": (0.94, 0.86), "rare": (0.95, 0.0), "paraphrase": (0.85, 0.0)}
 FLOORS = {
-    "all-MiniLM-L6-v2": {"all": (0.9, 0.82), "rare": (0.95, 0.0), "paraphrase": (0.7, 0.0)},
-    # 8-bit weights (CPUs with VNNI) give 0.955 / 0.877, 7-bit ones (elsewhere) 0.947 / 0.889
-    "all-mpnet-base-v2": {"all": (0.94, 0.86), "rare": (0.95, 0.0), "paraphrase": (0.85, 0.0)},
+    ("all-MiniLM-L6-v2", None): {"all": (0.9, 0.82), "rare": (0.95, 0.0), "paraphrase": (0.7, 0.0)},
+    # 0.985 / 0.872, paraphrase 0.955, rare 1.0 (CPUs with VNNI)
+    ("all-mpnet-base-v2", "8-bit"): {
+        "all": (0.97, 0.86),
+        "rare": (0.95, 0.0),
+        "paraphrase": (0.9, 0.0),
+    },
+    ("all-mpnet-base-v2", "7-bit"): MPNET_ELSEWHERE,  # 0.947 / 0.889 (CPUs without VNNI)
+    ("all-mpnet-base-v2", None): MPNET_ELSEWHERE,  # 0.962 / 0.887 (no int8 agreed)
 }
-"""Recall@5 and MRR floors per embeddings model: the README's figures less a margin."""
+"""Recall@5 and MRR floors per embeddings model and the weights its export kept on this CPU:
+the README's figures less a margin."""
 
 
-@pytest.mark.parametrize("model", list(FLOORS))
+@pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
 def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, model: str) -> None:
     """Both sample repositories, a third each of paraphrases, rare words and questions a
     derived document restates, with each packaged embeddings model."""
+    from context_kit_service.local_models.embeddings import OnnxEncoder
     from context_kit_service.retrieval.search import search
 
     settings = make_settings(embeddings_model=model)
+    embeddings = get_embeddings(embeddings_spec(settings))
+    assert isinstance(embeddings, LocalEmbeddings)
+    assert isinstance(embeddings.encoder, OnnxEncoder)
+    floors = FLOORS[(model, embeddings.encoder.weights)]
     lines = (REPO_ROOT / "evals/datasets/rag_hard.jsonl").read_text().splitlines()
     examples = [json.loads(line) for line in lines]
     scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -97,7 +110,7 @@ def test_hybrid_beats_dense_on_the_hard_question_set(make_settings, model: str) 
     }
     below = {
         category: summary[("hybrid", category)]
-        for category, (recall, mrr) in FLOORS[model].items()
+        for category, (recall, mrr) in floors.items()
         if summary[("hybrid", category)][0] < recall or summary[("hybrid", category)][1] < mrr
     }
     assert below == {}, summary

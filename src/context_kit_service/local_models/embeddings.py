@@ -9,8 +9,8 @@ export does not cover (a pooling other than mean or CLS, a module after it other
 Normalize), or a cache that cannot be written, runs through sentence-transformers as before.
 
 A packaged model marked `int8` is exported with int8 weights (`quantize`): all-mpnet-base-v2
-then embeds a query about 1.6x faster, with about the same retrieval quality (README: Packaged
-embeddings). Only where its vectors agree with the full-precision model's on this CPU
+then embeds a query about twice as fast, with about the same retrieval quality (README:
+Packaged embeddings). Only where its vectors agree with the full-precision model's on this CPU
 (`INT8_AGREEMENT`); elsewhere the full-precision export is kept, and its meta says why.
 """
 
@@ -205,6 +205,8 @@ class OnnxEncoder:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         self.dimension = int(meta["dimension"])
         self.inputs = tuple(meta["inputs"])
+        self.weights: str | None = meta.get("int8Weights")
+        """The `Int8Weights` the export kept; None for full precision."""
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=int(meta["max_tokens"]))
         self.tokenizer.no_padding()
