@@ -21,6 +21,7 @@ from context_kit_service.local_models.embeddings import (
     OnnxEncoder,
     TorchEncoder,
     agreement_with,
+    blocked_weights,
     down_projections,
     export,
     int8_weights,
@@ -161,6 +162,52 @@ def test_an_int8_export_has_its_own_cache_entry_and_nearly_the_same_vectors(
     cosines = np.sum(quantized * expected, axis=1)
     assert cosines.min() > 0.97, cosines
     assert not np.allclose(quantized, expected, atol=1e-3)  # int8 weights, not the float ones
+
+
+def test_blocked_weights_keep_each_block_of_inputs_to_its_own_scale(tmp_path: Path) -> None:
+    """Two products: one whose 64 inputs make two blocks (its second block's weights a
+    thousand times larger, as an outlier would be), and one of 40 inputs, not a whole number
+    of blocks, which stays as it is. The blocked product is the float one within 8-bit
+    rounding of each block, the small block's weights included."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    first = rng.standard_normal((64, 16)).astype(np.float32)
+    first[32:] *= 1000
+    second = rng.standard_normal((40, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["y"], name="blocked"),
+            helper.make_node("MatMul", ["z", "w2"], ["u"], name="left"),
+        ],
+        "two-products",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 40]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16]),
+            helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 8]),
+        ],
+        [numpy_helper.from_array(first, "w1"), numpy_helper.from_array(second, "w2")],
+    )
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    blocked_weights(path, ["blocked", "left"])
+    assert [(n.name, n.op_type) for n in onnx.load(str(path)).graph.node] == [
+        ("blocked", "MatMulNBits"),
+        ("left", "MatMul"),
+    ]
+    x = np.zeros((1, 64), np.float32)
+    x[0, :32] = rng.standard_normal(32)  # only the small block's inputs
+    z = rng.standard_normal((1, 40)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y, u = session.run(None, {"x": x, "z": z})
+    np.testing.assert_allclose(u, z @ second, rtol=1e-6)
+    expected = x @ first
+    assert np.abs(y - expected).max() < 0.05 * np.abs(expected).max()
 
 
 def test_int8_weights_that_disagree_with_the_model_are_not_kept(
