@@ -65,7 +65,7 @@ $(SAMPLE_COPY):
 run: install $(SAMPLE_COPY)
 	$(BIN)/context-kit-service serve --repo $(REPO)
 
-# A CPU without VNNI, emulated, for the test of the default embeddings' int8 weights there.
+# A CPU without VNNI, emulated, for the test of all-mpnet-base-v2's int8 weights there.
 $(QEMU):
 	apt-get install -y --no-install-recommends qemu-user || \
 		(apt-get update && apt-get install -y --no-install-recommends qemu-user)

@@ -30,6 +30,11 @@ def cache_home() -> Path:
     return Path(base) / "context-kit-service"
 
 
+def default_models_dir() -> Path:
+    """Where packaged local models are assembled when `CKS_MODELS_DIR` is empty."""
+    return cache_home() / "models"
+
+
 class Settings(BaseSettings):
     """Everything the service can be configured with. Each field maps to `CKS_<NAME>`."""
 
@@ -250,7 +255,7 @@ class Settings(BaseSettings):
 
     @property
     def local_models_dir(self) -> Path:
-        return self.models_dir or cache_home() / "models"
+        return self.models_dir or default_models_dir()
 
 
 def is_loopback(host: str) -> bool:

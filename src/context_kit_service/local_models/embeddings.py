@@ -130,11 +130,13 @@ class LocalEmbeddings(Embeddings):
         cache_dir: Path | None = None,
         models_dir: Path | None = None,
     ) -> None:
+        from context_kit_service.settings import default_models_dir
+
         self.model_path = model_path
         """A packaged model's name or a folder; None for `DEFAULT_EMBEDDINGS_MODEL`."""
         self.batch_size = batch_size
         self.cache_dir = cache_dir or default_cache_dir()
-        self.models_dir = models_dir or self.cache_dir.parent / "models"
+        self.models_dir = models_dir or default_models_dir()
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
 
