@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from context_kit_service.settings import Settings
+from context_kit_service.settings import Settings, default_models_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_MODELS = Path.home() / ".cache" / "context-kit-service" / "models"
+SHARED_MODELS = default_models_dir()
 """Where tests assemble the packaged models (`CKS_MODELS_DIR`): once per machine, not per test."""
 
 
