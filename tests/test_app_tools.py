@@ -264,7 +264,7 @@ def test_prepare_pr_drafts_a_branch_after_approval_and_never_pushes(
 def test_git_tools_on_a_folder_that_is_no_checkout(http: TestClient, copy: Path) -> None:
     body = {"toolId": "git.status", "parameters": {}, "repoPath": str(copy)}
     out = http.post("/ai/tools/execute", json=body).json()
-    assert out["error"] == f"{copy} is not a git checkout (git init it first)"
+    assert out["error"] == "the repository is not a git checkout (git init it first)"
 
 
 def test_a_hostile_git_config_runs_nothing(http: TestClient, checkout: Path) -> None:

@@ -1,12 +1,10 @@
-"""Read-only git over the repository (`git` with fixed argument lists, never a shell), and
-the draft of a pull request: a local branch and a summary, written after approval, never
-pushed."""
+"""Read-only git over the repository (`git_command.git`: fixed argument lists, never a shell,
+nothing the repository configures is run), and the draft of a pull request: a local branch
+and a summary, written after approval, never pushed."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -16,43 +14,11 @@ from pydantic import Field
 
 from context_kit_service.configuration import service_settings
 from context_kit_service.repository.files import data_name
+from context_kit_service.tools.git_command import git
 from context_kit_service.tools.repository_tools import RepoRoot
 
-GIT_TIMEOUT_S = 20
-SAFE_CONFIG = (
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.pager=cat",
-)
-"""What a repository's own `.git/config` may not make git run here (its fsmonitor command,
-hooks, a pager): the repository is input, not code."""
 MAX_DIFF_CHARS = 200_000
-
-
-def git(root: Path, *args: str) -> str:
-    """`git -C root args...` output; ToolException when git fails or `root` is no checkout."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-    try:
-        done = subprocess.run(
-            ["git", *SAFE_CONFIG, "-C", str(root), *args],
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-            env=env,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise ToolException("git is not installed on the machine running the service") from None
-    except subprocess.TimeoutExpired:
-        raise ToolException(f"git {args[0]} took longer than {GIT_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        if "not a git repository" in done.stderr:
-            raise ToolException(f"{root} is not a git checkout (git init it first)")
-        raise ToolException(f"git {args[0]} failed: {done.stderr.strip()[:500]}")
-    return done.stdout
+DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv")
 
 
 def _relative(path: str) -> str:
@@ -84,7 +50,7 @@ def git_status(repo_root: RepoRoot, include_diff: bool = False) -> dict[str, Any
             unstaged.append(path)
     result: dict[str, Any] = {"staged": staged, "unstaged": unstaged, "untracked": untracked}
     if include_diff:
-        result["diff"] = git(root, "diff", "--no-color", "--no-ext-diff", "HEAD")[:MAX_DIFF_CHARS]
+        result["diff"] = git(root, *DIFF, "HEAD")[:MAX_DIFF_CHARS]
     return result
 
 
@@ -92,7 +58,7 @@ def git_status(repo_root: RepoRoot, include_diff: bool = False) -> dict[str, Any
 def git_diff(repo_root: RepoRoot, path: str | None = None) -> dict[str, Any]:
     """The diff of the working tree against HEAD as text, for the whole repository or one
     repository-relative `path`."""
-    args = ["diff", "--no-color", "--no-ext-diff", "HEAD", "--"]
+    args = [*DIFF, "HEAD", "--"]
     if path:
         args.append(_relative(path))
     diff = git(Path(repo_root), *args)
