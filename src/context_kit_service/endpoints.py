@@ -17,6 +17,16 @@ other schemes, credentials in the URL, plain http to a host that is not loopback
 addresses in private, link-local (metadata), shared, reserved or multicast ranges, names
 that only exist on a local network (one label, `.local`, `.internal`, ...), and names that
 resolve to any such address.
+
+What is checked is the URL a request names: no provider client follows a redirect
+(`providers.NO_REDIRECTS`), so a 3xx cannot lead the request elsewhere. The address is not
+pinned: the check resolves a public name, and the provider's client (the OpenAI, Azure and
+Ollama SDKs, each with its own httpx transport) resolves it again when it connects, so a name
+whose DNS answer changes between the two (rebinding with a short TTL) can still reach a
+private address. Pinning would need a transport per SDK that connects to the checked address
+while keeping the name for TLS (SNI and certificate checks) and for proxies; where that risk
+matters, run with `CKS_ENDPOINT_HOSTS` and no client endpoints (`config.endpoint` then only
+names the configured or listed hosts), or behind an egress proxy.
 """
 
 from __future__ import annotations

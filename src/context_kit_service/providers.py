@@ -154,6 +154,22 @@ def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
     )
 
 
+NO_REDIRECTS = {"follow_redirects": False}
+"""Every provider client is built without following redirects: the endpoint policy checks
+the URL a request names (`endpoints.py`), and a 3xx from it must not carry the prompt and the
+key to an address nobody checked. A redirect is answered as the provider's error."""
+
+
+def _openai_clients() -> dict[str, Any]:
+    """The OpenAI SDK's HTTP clients (its own defaults), not following redirects."""
+    import openai
+
+    return {
+        "http_client": openai.DefaultHttpxClient(**NO_REDIRECTS),
+        "http_async_client": openai.DefaultAsyncHttpxClient(**NO_REDIRECTS),
+    }
+
+
 def _require(value: str | None, what: str, provider: str) -> str:
     if not value:
         raise ProviderError("PROVIDER_CONFIG", f"provider '{provider}' needs {what}", status=422)
@@ -185,7 +201,7 @@ def _ollama_chat(spec: ChatModelSpec) -> BaseChatModel:
         base_url=spec.base_url,
         temperature=spec.temperature,
         num_predict=spec.max_tokens,
-        client_kwargs={"timeout": spec.timeout_s},
+        client_kwargs={"timeout": spec.timeout_s, **NO_REDIRECTS},
     )
 
 
@@ -201,6 +217,7 @@ def _openai_chat(spec: ChatModelSpec) -> BaseChatModel:
         timeout=spec.timeout_s,
         max_retries=0,
         stream_usage=True,
+        **_openai_clients(),
     )
 
 
@@ -217,6 +234,7 @@ def _azure_chat(spec: ChatModelSpec) -> BaseChatModel:
         timeout=spec.timeout_s,
         max_retries=0,
         stream_usage=True,
+        **_openai_clients(),
     )
 
 
@@ -270,7 +288,7 @@ def _ollama_embeddings(spec: EmbeddingsSpec) -> Embeddings:
     return OllamaEmbeddings(
         model=spec.model or DEFAULT_EMBEDDING_MODELS["ollama"],
         base_url=spec.base_url,
-        client_kwargs={"timeout": spec.timeout_s},
+        client_kwargs={"timeout": spec.timeout_s, **NO_REDIRECTS},
     )
 
 
@@ -284,6 +302,7 @@ def _openai_embeddings(spec: EmbeddingsSpec) -> Embeddings:
         timeout=spec.timeout_s,
         max_retries=0,
         check_embedding_ctx_length=False,
+        **_openai_clients(),
     )
 
 
@@ -298,6 +317,7 @@ def _azure_embeddings(spec: EmbeddingsSpec) -> Embeddings:
         timeout=spec.timeout_s,
         max_retries=0,
         check_embedding_ctx_length=False,
+        **_openai_clients(),
     )
 
 
