@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from context_kit_service.repository.patterns import ignore_spec
 from context_kit_service.repository.yaml_io import BoundsExceeded, load_yaml
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ IGNORE_FILES = (".contextignore", ".gitignore")
 ENTITY_ID = re.compile(r"(?<![A-Za-z0-9])[A-Z][A-Z0-9]*-\d+(?![A-Za-z0-9])")
 """How an entity id is written in a file name or a heading: `FEAT-001`, `T-12`."""
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
-_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+)$", re.MULTILINE)
+"""A Markdown heading's line; its closing `#`s are stripped after the match (matched by the
+pattern, they made a long line of spaces quadratic)."""
 
 
 def mentioned_ids(text: str) -> list[str]:
@@ -68,7 +71,7 @@ def _strings(value: Any) -> Iterable[str]:
 
 def first_heading(body: str) -> str | None:
     match = _HEADING.search(body)
-    return match.group(1) if match else None
+    return match.group(1).rstrip(" \t#") if match else None
 
 
 def named_ids(path: str, text: str) -> tuple[str, ...]:
@@ -89,9 +92,7 @@ class GeneratedRules:
         lines = [line for text in texts for line in text.splitlines()]
         if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
             return cls()
-        from pathspec import GitIgnoreSpec
-
-        return cls(GitIgnoreSpec.from_lines(lines))
+        return cls(ignore_spec(lines))
 
     def generated(self, path: str) -> bool:
         """Whether the repository-relative POSIX `path` is a generated file."""

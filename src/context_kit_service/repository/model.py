@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from context_kit_service.repository.derived import IGNORE_FILES, GeneratedRules, named_ids
 from context_kit_service.repository.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_text
+from context_kit_service.repository.patterns import check_schema_patterns, validator_class
 from context_kit_service.repository.types import (
     ENTITY_TYPES,
     TYPE_BY_FOLDER,
@@ -242,9 +243,8 @@ class Repository:
 
     @cached_property
     def _validators(self) -> dict[str, Draft7Validator]:
-        from jsonschema import Draft7Validator  # loaded on first validation, not at startup
-
-        return {name: Draft7Validator(schema) for name, schema in self.schemas.items()}
+        validator = validator_class()  # jsonschema loads on first validation, not at startup
+        return {name: validator(schema) for name, schema in self.schemas.items()}
 
     def schema_problems(self, entity: Entity) -> list[Problem]:
         problems = []
@@ -354,6 +354,7 @@ def _load_schemas(
                 if not isinstance(schema, dict):
                     raise ValueError("a schema must be a JSON object")
                 Draft7Validator.check_schema(schema)
+                check_schema_patterns(schema)
             except FileRefused as exc:
                 problems.append(Problem(_relative(root, path), f"schema not read: {exc}"))
             except (ValueError, RecursionError) as exc:
