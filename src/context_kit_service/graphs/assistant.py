@@ -34,15 +34,17 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
-from langgraph.types import interrupt
+from langgraph.prebuilt.tool_node import TOOL_CALL_ERROR_TEMPLATE
 from pydantic import BaseModel, BeforeValidator, Field
 
 from context_kit_service.configuration import Configuration, chat_model_for, service_settings
 from context_kit_service.graphs import prompts
+from context_kit_service.graphs.approval import ask_approval
 from context_kit_service.local_models import LocalChatModel
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.journal import StorageError
 from context_kit_service.settings import Settings
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import CORE_TOOLS, REPOSITORY_TOOLS, WRITE_TOOLS
@@ -57,6 +59,16 @@ ASSISTANT_TOOLS: list[BaseTool] = [*REPOSITORY_TOOLS, search_context]
 MESSAGE_TYPES = ("human", "ai", "system", "tool")
 
 
+JSON_KINDS = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    list: "a list",
+    type(None): "null",
+}
+
+
 def check_messages(value: Any) -> Any:
     """Refuse, as a validation error, message shapes the assistant cannot take (no `type`,
     `chat` and `function` messages, malformed tool calls): LangChain's message constructors
@@ -65,8 +77,13 @@ def check_messages(value: Any) -> Any:
     if not isinstance(value, list):
         return value
     for index, item in enumerate(value):
-        if isinstance(item, BaseMessage) or not isinstance(item, dict):
+        if isinstance(item, BaseMessage):
             continue
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"messages[{index}]: must be an object with a type and content, "
+                f"not {JSON_KINDS.get(type(item), type(item).__name__)}"
+            )
         kind = item.get("type")
         if kind not in MESSAGE_TYPES:  # a missing type too: LangChain's check raises TypeError
             raise ValueError(f"messages[{index}]: type must be one of {', '.join(MESSAGE_TYPES)}")
@@ -103,6 +120,7 @@ class State(InputState, OutputState):
     repo_root: str = Field(default="", description="The checked repository root.")
     tool_rounds: int = Field(default=0, description="Model turns that asked for tools.")
     model: str = Field(default="", description="The chat model of the latest turn.")
+    approval_key: str = Field(default="", description="The pause that approved the writes.")
 
 
 def describe_proposal(request: dict[str, Any]) -> str:
@@ -327,18 +345,19 @@ async def propose_change(state: State) -> dict[str, Any]:
     }
 
 
-async def request_approval(state: State) -> dict[str, Any]:
+async def request_approval(state: State, config: RunnableConfig) -> dict[str, Any]:
     last = state.messages[-1]
     assert isinstance(last, AIMessage)
-    decision = interrupt(state.approval_request)
-    if isinstance(decision, dict) and decision.get("approved"):
-        edited = decision.get("arguments")
-        if not isinstance(edited, dict):
-            return {"approval_request": None}
-        calls = [{**c, "args": edited.get(c["id"], c["args"])} for c in last.tool_calls]
+    decision, key = ask_approval(state.approval_request or {}, config)
+    if decision.approved:
+        edited = decision.arguments
+        if edited is None:
+            return {"approval_request": None, "approval_key": key}
+        calls = [{**c, "args": edited.get(c["id"] or "", c["args"])} for c in last.tool_calls]
         return {
             "messages": [last.model_copy(update={"tool_calls": calls})],
             "approval_request": None,
+            "approval_key": key,
         }
     return {
         "approval_request": None,
@@ -351,7 +370,15 @@ async def request_approval(state: State) -> dict[str, Any]:
     }
 
 
-tools = ToolNode(ASSISTANT_TOOLS, name="tools", handle_tool_errors=True)
+def tool_error(exc: Exception) -> str:
+    """A failed tool call, told to the model; a write the disk refused fails the run instead,
+    so its approval can be sent again once the disk is fixed."""
+    if isinstance(exc, StorageError):
+        raise exc
+    return TOOL_CALL_ERROR_TEMPLATE.format(error=repr(exc))
+
+
+tools = ToolNode(ASSISTANT_TOOLS, name="tools", handle_tool_errors=tool_error)
 
 
 async def finish(state: State) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
 from pydantic import BaseModel, Field
 
 from context_kit_service.configuration import (
@@ -28,10 +27,12 @@ from context_kit_service.configuration import (
     service_settings,
 )
 from context_kit_service.graphs import prompts
+from context_kit_service.graphs.approval import ask_approval
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
 from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.journal import change_key
 from context_kit_service.repository.model import (
     Entity,
     Repository,
@@ -89,6 +90,10 @@ class OutputState(BaseModel):
     linked_by: Literal["request", "retrieval"] | None = Field(
         default=None, description="Where the linked feature came from."
     )
+    unchecked: list[str] = Field(
+        default_factory=list,
+        description="Links kept as given without a check (no repository to check them in).",
+    )
 
 
 class State(InputState, OutputState):
@@ -103,6 +108,7 @@ class State(InputState, OutputState):
         default_factory=list, description="Earlier drafts and what was wrong with them."
     )
     started_at: float = Field(default=0.0, description="Wall-clock start (seconds).")
+    approval_key: str = Field(default="", description="The pause that approved saving.")
 
 
 # --- schema helpers ---------------------------------------------------------------------------
@@ -367,11 +373,18 @@ async def validate_draft(state: State) -> dict[str, Any]:
         repositories.peek(Path(state.repo_root)) if state.repo_root else builtin_repository()
     )
     candidate = Entity(state.entity_id, state.entity_type, path, entity)
+    unchecked = []
     if state.repo_root:
         view = repo.with_entities(candidate, *repo.backlinked_features(candidate))
         found = view.check_entity(state.entity_type, entity, path)
-    else:  # no repository: its links cannot be checked
-        found = repo.schema_problems(candidate)
+    else:  # no repository: links are kept as given, their form included, and said so
+        links = LINK_FIELDS[state.entity_type]
+        found = []
+        for problem in repo.schema_problems(candidate):
+            if (problem.field or "").split(".")[0] in links:
+                unchecked.append(f"{problem.field}: kept as given, not checked (no repository)")
+            else:
+                found.append(problem)
     problems = [f"{p.field or 'entity'}: {p.message}" for p in found]
     feedback = state.feedback
     if problems:
@@ -381,6 +394,7 @@ async def validate_draft(state: State) -> dict[str, Any]:
         "entity": entity,
         "valid": not problems,
         "problems": problems,
+        "unchecked": sorted(set(unchecked)),
         "feedback": feedback,
     }
 
@@ -395,20 +409,19 @@ async def give_up(state: State) -> dict[str, Any]:
     }
 
 
-async def request_approval(state: State) -> dict[str, Any]:
-    decision = interrupt(
-        {
-            "type": "approval",
-            "tool": "create_entity",
-            "arguments": {"entity_type": state.entity_type, "fields": state.entity},
-            "repoPath": state.repo_root,
-            "message": f"Save {state.entity_id} to the repository?",
-        }
-    )
-    if not isinstance(decision, dict) or not decision.get("approved"):
+async def request_approval(state: State, config: RunnableConfig) -> dict[str, Any]:
+    request = {
+        "type": "approval",
+        "tool": "create_entity",
+        "arguments": {"entity_type": state.entity_type, "fields": state.entity},
+        "repoPath": state.repo_root,
+        "message": f"Save {state.entity_id} to the repository?",
+    }
+    decision, key = ask_approval(request, config)
+    if not decision.approved:
         return {"status": "rejected", "error": "the user rejected saving this entity"}
-    edited = (decision.get("arguments") or {}).get("fields")
-    return {"entity": edited} if isinstance(edited, dict) else {}
+    edited = (decision.arguments or {}).get("fields")
+    return {"approval_key": key} | ({"entity": edited} if isinstance(edited, dict) else {})
 
 
 async def save_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
@@ -423,6 +436,7 @@ async def save_entity(state: State, config: RunnableConfig) -> dict[str, Any]:
             state.entity_type,
             state.entity,
             provisional_id=state.entity_id,  # others may have saved under it since the draft
+            key=change_key(state.approval_key, "create_entity", state.entity),
         )
     except writes.WriteRefused as exc:
         return _fail(str(exc))

@@ -10,12 +10,12 @@ import time
 from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import ToolException
+from langchain_core.tools import BaseTool, ToolException
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
 from pydantic import AfterValidator, BaseModel, Field
 
 from context_kit_service.configuration import Configuration, service_settings
+from context_kit_service.graphs.approval import ask_approval
 from context_kit_service.repository.yaml_io import bounded
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.tools.registry import WRITE_TOOLS, check_arguments, resolve_tool
@@ -44,38 +44,42 @@ class OutputState(BaseModel):
 class State(InputState, OutputState):
     arguments: dict[str, Any] = Field(default_factory=dict, description="Validated arguments.")
     repo_root: str = Field(default="", description="The checked repository root.")
+    approval_key: str = Field(default="", description="The pause that approved the write.")
 
 
 # --- nodes -----------------------------------------------------------------------------------
 
 
 async def validate_request(state: State, config: RunnableConfig) -> dict[str, Any]:
-    root = resolve_repository(state.repo_path, service_settings(config))
+    """The tool first (an unknown tool is the tool's answer, whatever the repository), then
+    the repository, then the arguments."""
     try:
         tool = resolve_tool(state.tool_id, state.parameters)
+    except ToolException as exc:
+        return {"status": "error", "error": str(exc), "tool": state.tool_id}
+    root = resolve_repository(state.repo_path, service_settings(config))
+    try:
         arguments = check_arguments(tool.name, state.parameters)
     except ToolException as exc:
         return {"status": "error", "error": str(exc), "tool": state.tool_id}
     return {"tool": tool.name, "arguments": arguments, "repo_root": str(root)}
 
 
-async def request_approval(state: State) -> dict[str, Any]:
-    decision = interrupt(
-        {
-            "type": "approval",
-            "tool": state.tool,
-            "arguments": state.arguments,
-            "repoPath": state.repo_root,
-            "message": f"{state.tool} will change the repository. Approve?",
-        }
-    )
-    if not isinstance(decision, dict) or not decision.get("approved"):
+async def request_approval(state: State, config: RunnableConfig) -> dict[str, Any]:
+    request = {
+        "type": "approval",
+        "tool": state.tool,
+        "arguments": state.arguments,
+        "repoPath": state.repo_root,
+        "message": f"{state.tool} will change the repository. Approve?",
+    }
+    decision, key = ask_approval(request, config)
+    if not decision.approved:
         return {"status": "rejected", "error": "the user rejected this change"}
-    edited = decision.get("arguments")
-    if edited is None:
-        return {}
+    if decision.arguments is None:
+        return {"approval_key": key}
     try:
-        return {"arguments": check_arguments(state.tool, edited)}
+        return {"arguments": check_arguments(state.tool, decision.arguments), "approval_key": key}
     except ToolException as exc:
         return {"status": "error", "error": str(exc)}
 
@@ -83,8 +87,9 @@ async def request_approval(state: State) -> dict[str, Any]:
 async def execute_tool(state: State, config: RunnableConfig) -> dict[str, Any]:
     tool = resolve_tool(state.tool)
     started = time.perf_counter()
+    injected = {"repo_root": state.repo_root, "approval_key": state.approval_key}
     try:
-        output = await tool.ainvoke({**state.arguments, "repo_root": state.repo_root}, config)
+        output = await tool.ainvoke({**state.arguments, **_accepted(tool, injected)}, config)
     except ToolException as exc:
         return {"status": "error", "error": str(exc), "duration_ms": _since(started)}
     return {"status": "completed", "result": output, "duration_ms": _since(started)}
@@ -93,6 +98,12 @@ async def execute_tool(state: State, config: RunnableConfig) -> dict[str, Any]:
 async def shape_result(state: State) -> dict[str, Any]:
     result = state.result if isinstance(state.result, dict) else {"value": state.result}
     return {"result": result, "duration_ms": round(state.duration_ms, 3)}
+
+
+def _accepted(tool: BaseTool, injected: dict[str, Any]) -> dict[str, Any]:
+    """The injected values `tool` takes (every tool takes the repository; writes the key)."""
+    takes = getattr(tool.get_input_schema(), "model_fields", {})
+    return {k: v for k, v in injected.items() if k in takes}
 
 
 def _since(started: float) -> float:

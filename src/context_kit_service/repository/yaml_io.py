@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -163,18 +160,3 @@ def merge_into(target: Any, changes: dict[str, Any]) -> None:
             merge_into(target[key], value)
         else:
             target[key] = value
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

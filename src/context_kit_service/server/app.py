@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -16,6 +18,7 @@ from langserve import add_routes
 from context_kit_service import __version__
 from context_kit_service.checkpointer import open_checkpointer, pruning
 from context_kit_service.repository.cache import repositories
+from context_kit_service.repository.writes import WriteRefused, recover_interrupted
 from context_kit_service.server import routes_ai, routes_assist, routes_health
 from context_kit_service.server.docs import install_docs
 from context_kit_service.server.errors import install_error_handlers
@@ -31,6 +34,8 @@ from context_kit_service.server.middleware import (
 from context_kit_service.server.openapi import install_openapi
 from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 
 def mount_graphs(app: FastAPI, state: ServiceState) -> None:
@@ -69,10 +74,12 @@ def add_middleware(app: FastAPI, settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The checkpointer, open for the service's life, attached to the threaded graphs and
-    pruned in the background; repositories watched for changes while the service runs."""
+    """Changes a crash interrupted finished first; the checkpointer, open for the service's
+    life, attached to the threaded graphs and pruned in the background; repositories watched
+    for changes while the service runs."""
     state: ServiceState = app.state.service
     state.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(finish_interrupted_writes, state.settings)
     async with (
         open_checkpointer(state.settings) as checkpointer,
         pruning(checkpointer, state.settings),
@@ -84,6 +91,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             repositories.watch(False)
             state.attach(None)
+
+
+def finish_interrupted_writes(settings: Settings) -> None:
+    """Roll the write journal forward or back (a full or read-only disk is logged: the next
+    write finishes it, and /health says what is wrong)."""
+    defaults = [settings.repo_path] if settings.repo_path is not None else []
+    try:
+        recover_interrupted(settings.data_dir, *defaults)
+    except (OSError, WriteRefused) as exc:
+        logger.warning("interrupted writes not finished at start: %s", exc)
 
 
 def create_app(

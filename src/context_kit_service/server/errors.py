@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from context_kit_service.graphs.approval import PendingApprovalError
 from context_kit_service.provider_errors import ProviderError
+from context_kit_service.repository.journal import StorageError, as_storage_error
 from context_kit_service.repository.writes import WriteRefused
 from context_kit_service.repository.yaml_io import BoundsExceeded
 from context_kit_service.server.logging import request_id_var
-from context_kit_service.server.served import NotStartedError, PendingApprovalError
+from context_kit_service.server.served import NotStartedError
 from context_kit_service.tools.confinement import ConfinementError, RepositoryRefused
 
 logger = logging.getLogger(__name__)
@@ -153,6 +155,8 @@ def classify(exc: BaseException) -> Classified:
         return Classified(400, "PATH_REFUSED", str(exc))
     if isinstance(exc, WriteRefused):
         return Classified(422, "WRITE_REFUSED", str(exc))
+    if (storage := as_storage_error(exc)) is not None:
+        return Classified(storage.status, storage.code, str(storage))
     if isinstance(exc, BoundsExceeded):
         return Classified(422, "VALIDATION_ERROR", f"invalid input: {exc}")
     return Classified(
@@ -165,7 +169,8 @@ def classify(exc: BaseException) -> Classified:
 def log_error(exc: BaseException, classified: Classified) -> None:
     """Unexpected errors with their traceback; expected ones as one line."""
     exc = _original(exc)
-    if classified.status >= 500 and not isinstance(exc, ProviderError | NotStartedError):
+    expected = isinstance(exc, ProviderError | NotStartedError) or as_storage_error(exc)
+    if classified.status >= 500 and not expected:
         logger.error("unhandled error", exc_info=exc)
     else:
         logger.info(
@@ -191,6 +196,7 @@ HANDLED: tuple[type[Exception], ...] = (
     ConfinementError,
     RepositoryRefused,
     WriteRefused,
+    StorageError,
     BoundsExceeded,
     Exception,
 )

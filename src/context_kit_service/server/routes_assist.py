@@ -42,15 +42,17 @@ async def _start(
 ) -> tuple[Graph, Any, RunnableConfig]:
     """The turn (or the approval's answer) on the request's thread, through the adapter: the
     request's one read of the thread's state (does the service know it already?)."""
+    stored = assistant.stored_thread(config["configurable"]["thread_id"])
+    thread: RunnableConfig = {"configurable": {"thread_id": stored}}
     known = body.approval is None and bool(
-        (await assistant.graph.aget_state(config)).values.get("messages")
+        (await assistant.graph.aget_state(thread)).values.get("messages")
     )
     return await assistant.start(body.graph_input(thread_known=known), config)
 
 
 def _last_event(
     body: AssistRequest,
-    config: RunnableConfig,
+    thread_id: str,
     values: dict[str, Any],
     interrupts: tuple[Any, ...],
     tokens: int,
@@ -64,7 +66,7 @@ def _last_event(
     metadata = {
         "totalTokens": int(usage.get("output_tokens", tokens)),
         "durationMs": round((time.perf_counter() - started) * 1000, 3),
-        "threadId": config["configurable"]["thread_id"],
+        "threadId": thread_id,
     }
     if values.get("model"):  # an optional field is left out, never null
         metadata["model"] = values["model"]
@@ -121,6 +123,7 @@ async def stream_answer(
     connection cancels the graph, and with it the model call and any running tool."""
     started = time.perf_counter()
     try:
+        thread_id = config["configurable"]["thread_id"]
         graph, payload, config = await _start(assistant, body, config)
         index, interrupts = 0, ()
         values: dict[str, Any] = {}
@@ -135,7 +138,7 @@ async def stream_answer(
                     {"type": "token", "token": item[0].text, "metadata": {"tokenIndex": index}}
                 )
                 index += 1
-        yield _last_event(body, config, values, interrupts, index, started)
+        yield _last_event(body, thread_id, values, interrupts, index, started)
     except Exception as exc:
         classified = classify(exc)
         log_error(exc, classified)
@@ -161,10 +164,12 @@ async def assist_stream(body: AssistRequest, state: StateDep) -> EventSourceResp
 
 async def _thread_ids(state: ServiceState) -> list[str]:
     assert state.checkpointer is not None
+    assistant = state.served["assistant"]
     seen: dict[str, None] = {}
     async for item in state.checkpointer.alist(None):
-        if "messages" in item.checkpoint.get("channel_values", {}):
-            seen.setdefault(item.config["configurable"]["thread_id"], None)
+        thread = assistant.client_thread(item.config["configurable"]["thread_id"])
+        if thread is not None and "messages" in item.checkpoint.get("channel_values", {}):
+            seen.setdefault(thread, None)
     return list(seen)
 
 
@@ -176,8 +181,9 @@ async def list_threads(state: StateDep) -> ThreadList:
 
 async def _thread_messages(state: ServiceState, thread_id: str) -> list[BaseMessage]:
     """The messages of an assistant thread (its latest checkpoint only); 404 when none."""
-    graph = state.served["assistant"].graph
-    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    assistant = state.served["assistant"]
+    stored = assistant.stored_thread(thread_id)
+    snapshot = await assistant.graph.aget_state({"configurable": {"thread_id": stored}})
     messages: list[BaseMessage] | None = snapshot.values.get("messages")
     if not messages:
         raise ServiceError(404, "THREAD_NOT_FOUND", f"no thread {thread_id!r}")
@@ -196,5 +202,5 @@ async def delete_thread(thread_id: str, state: StateDep) -> Response:
     """Forget a thread and all its checkpoints."""
     await _thread_messages(state, thread_id)
     assert state.checkpointer is not None
-    await state.checkpointer.adelete_thread(thread_id)
+    await state.checkpointer.adelete_thread(state.served["assistant"].stored_thread(thread_id))
     return Response(status_code=204)

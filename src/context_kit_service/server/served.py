@@ -9,9 +9,9 @@
 
 Each graph is compiled once, at import (`graphs/*.graph`); the lifespan attaches the
 checkpointer to the graphs with threads (`graph.copy(update={"checkpointer": saver})`).
-A run on a threaded graph gets a fresh `thread_id` unless it names one; the checkpointer keeps
-each graph's threads apart (one graph cannot resume another's paused run by naming its
-thread), the assistant's under their own names. Clients cannot send a
+A run on a threaded graph gets a fresh `thread_id` unless it names one; every graph's threads
+are kept under its own scope (`tools:`, `generate:`, `assistant:` before the client's id), so
+no graph can read or resume another's thread by naming it. Clients cannot send a
 LangGraph `Command`, so their input takes an optional `approval`: with it, the paused run on
 the thread resumes with the approval as the interrupt's answer, and with nothing paused
 there it is refused (`PendingApprovalError`, 409 NO_PENDING_APPROVAL) on every route.
@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableConfig
@@ -31,26 +31,13 @@ from langchain_core.runnables.config import patch_config
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Durability
-from pydantic import AfterValidator, BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from context_kit_service.configuration import check_run_config, configuration_specs
 from context_kit_service.graphs import assistant, generation, rag, tool_execution
-from context_kit_service.repository.yaml_io import bounded
+from context_kit_service.graphs.approval import Approval, PendingApprovalError
 
 Graph = Pregel[Any, Any, Any, Any]
-
-
-class Approval(BaseModel):
-    """The user's answer to a pending approval."""
-
-    approved: bool = Field(description="Whether the change may go ahead.")
-    arguments: Annotated[dict[str, Any] | None, AfterValidator(bounded)] = Field(
-        default=None, description="Edited tool arguments to use instead of the proposed ones."
-    )
-
-
-class PendingApprovalError(LookupError):
-    """An approval was sent for a thread with nothing waiting for one."""
 
 
 class NotStartedError(RuntimeError):
@@ -75,6 +62,9 @@ class GraphSpec:
     checkpointer and leaves nothing in the thread store (None: every run may)."""
     durability: Durability | None = None
     """When the checkpointer writes: "exit" only when the run ends or pauses."""
+    write_node: str = ""
+    """The node that applies an approved change: when it failed (a full or read-only disk),
+    the approval may be sent again, and the run retries it (the journal applies it once)."""
 
     def input_model(self) -> type[BaseModel]:
         state: type[BaseModel] = self.module.InputState
@@ -117,6 +107,7 @@ SPECS = (
         thread_scope="tools:",
         may_pause=tool_execution.may_pause,
         durability="exit",
+        write_node="execute_tool",
     ),
     GraphSpec("rag", "/graphs/rag", rag, threads=False),
     GraphSpec(
@@ -127,8 +118,16 @@ SPECS = (
         thread_scope="generate:",
         may_pause=generation.may_pause,
         durability="exit",
+        write_node="save_entity",
     ),
-    GraphSpec("assistant", "/graphs/assistant", assistant, durability="exit"),
+    GraphSpec(
+        "assistant",
+        "/graphs/assistant",
+        assistant,
+        thread_scope="assistant:",
+        durability="exit",
+        write_node="tools",
+    ),
 )
 
 
@@ -149,6 +148,15 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         if self.spec.threads:
             update = {"checkpointer": checkpointer}
             self._graph = None if checkpointer is None else self._template.copy(update=update)
+
+    def stored_thread(self, thread_id: str) -> str:
+        """The checkpointer's name for the client's `thread_id` (this graph's scope before it)."""
+        return self.spec.thread_scope + thread_id
+
+    def client_thread(self, stored: str) -> str | None:
+        """The client's id of a stored thread; None when it is another graph's."""
+        scope = self.spec.thread_scope
+        return stored.removeprefix(scope) if stored.startswith(scope) else None
 
     @property
     def graph(self) -> Graph:
@@ -179,24 +187,30 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
     ) -> tuple[Graph, Any, RunnableConfig]:
         """What to run: the graph (with the checkpointer unless the run cannot pause), and the
         input on its thread (a fresh one when none is given), or the Command that answers the
-        thread's pending approval; and the config."""
+        thread's pending approval (or, after an approved change failed to apply, nothing: the
+        failed step is retried); and the config."""
         await check_run_config(config)
         payload = input.model_dump() if isinstance(input, BaseModel) else input
         if not self.spec.threads:
             return self._template, payload, patch_config(config)
         configurable = dict((config or {}).get("configurable") or {})
         thread_id = configurable.get("thread_id") or uuid.uuid4().hex
-        configurable["thread_id"] = self.spec.thread_scope + thread_id
+        configurable["thread_id"] = self.stored_thread(thread_id)
         config = patch_config(config, configurable=configurable)
         if not isinstance(payload, dict) or payload.get("approval") is None:
             if isinstance(payload, dict):
                 payload = {k: v for k, v in payload.items() if k != "approval"}
             pauses = self.spec.may_pause is None or self.spec.may_pause(payload)
             return (self.graph if pauses else self._template), payload, config
-        if not (await self.graph.aget_state(config)).interrupts:
-            raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
         approval = Approval.model_validate(payload["approval"]).model_dump()
-        return self.graph, Command(resume=approval), config
+        snapshot = await self.graph.aget_state(config)
+        if snapshot.interrupts:
+            return self.graph, Command(resume=approval), config
+        if approval["approved"] and any(
+            task.name == self.spec.write_node and task.error for task in snapshot.tasks
+        ):
+            return self.graph, None, config  # the approved change failed: retry it
+        raise PendingApprovalError(f"thread {thread_id} has no change waiting for approval")
 
     def options(self, graph: Graph) -> dict[str, Any]:
         """How `graph` runs: the spec's durability, when it has a checkpointer to write."""

@@ -20,11 +20,14 @@ from context_kit_service.configuration import service_settings
 from context_kit_service.repository import writes
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import FileRefused, read_text
+from context_kit_service.repository.journal import change_key
 from context_kit_service.repository.model import Entity, Repository
 from context_kit_service.repository.types import EntityTypeName
 from context_kit_service.tools.confinement import ConfinementError, confine
 
 RepoRoot = Annotated[str, InjectedState("repo_root")]
+ApprovalKey = Annotated[str, InjectedState("approval_key")]
+"""The pause that approved a write ("" for none): its change is applied once per pause."""
 
 MAX_RESULTS = 50
 _WORD = re.compile(r"[a-z0-9]+")
@@ -263,29 +266,40 @@ def _write_settings(config: RunnableConfig) -> Path:
 
 @tool
 def create_entity(
-    repo_root: RepoRoot, config: RunnableConfig, entity_type: str, fields: dict[str, Any]
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    entity_type: str,
+    fields: dict[str, Any],
+    approval_key: ApprovalKey = "",
 ) -> dict[str, Any]:
     """Create a new entity file in the context repository. `fields` are the entity's fields
     (without an id: the next free id is assigned). The entity is validated against its
     schema and links before anything is written; a new user story, spec or task is also
     added to its feature's list. Needs the user's approval."""
     data_dir = _write_settings(config)
+    key = change_key(approval_key, "create_entity", {"type": entity_type, "fields": fields})
     try:
-        return writes.create_entity(_root(repo_root), data_dir, entity_type, fields).as_dict()
+        saved = writes.create_entity(_root(repo_root), data_dir, entity_type, fields, key=key)
+        return saved.as_dict()
     except writes.WriteRefused as exc:
         raise ToolException(str(exc)) from None
 
 
 @tool
 def patch_entity(
-    repo_root: RepoRoot, config: RunnableConfig, entity_id: str, changes: dict[str, Any]
+    repo_root: RepoRoot,
+    config: RunnableConfig,
+    entity_id: str,
+    changes: dict[str, Any],
+    approval_key: ApprovalKey = "",
 ) -> dict[str, Any]:
     """Change fields of an existing entity. `changes` is merged into the entity (nested
     objects are merged too; a null value removes the field). Comments and key order in the
     file are kept. Validated before writing. Needs the user's approval."""
     data_dir = _write_settings(config)
+    key = change_key(approval_key, "patch_entity", {"id": entity_id, "changes": changes})
     try:
-        saved = writes.patch_entity(_root(repo_root), data_dir, entity_id, changes)
+        saved = writes.patch_entity(_root(repo_root), data_dir, entity_id, changes, key=key)
     except writes.WriteRefused as exc:
         raise ToolException(str(exc)) from None
     return {"id": saved.entity.id, "path": saved.entity.path, "entity": saved.entity.data}
@@ -298,6 +312,7 @@ def write_patch(
     path: str,
     patch: Annotated[str, Field(min_length=1, max_length=200_000)],
     summary: str | None = None,
+    approval_key: ApprovalKey = "",
 ) -> dict[str, Any]:
     """Apply a unified diff (`patch`) to one file of the repository (`path`, repository
     relative). Every hunk must apply; otherwise the file is left untouched and `conflicts`
@@ -306,8 +321,9 @@ def write_patch(
     root = Path(repo_root)
     max_bytes = service_settings(config).max_file_bytes
     target = confine(root, path, max_bytes=max_bytes)
+    key = change_key(approval_key, "write_patch", {"path": path, "patch": patch})
     try:
-        patched = writes.apply_patch(root, data_dir, target, patch, max_bytes)
+        patched = writes.apply_patch(root, data_dir, target, patch, max_bytes, key=key)
     except (writes.WriteRefused, FileRefused) as exc:
         raise ToolException(str(exc)) from None
     result: dict[str, Any] = {
