@@ -71,3 +71,72 @@ def test_the_apps_launch_command_serves_the_service(tmp_path: Path, launch: str)
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_bad_input_is_answered_as_the_apps_own_suite_expects(tmp_path: Path) -> None:
+    """The app's integration suite, launched as the app launches the service (uvicorn, no
+    repository), with a provider configured: an unknown tool is the tool's answer whatever
+    the repository; a spec linked to a feature id of another form is kept as given when no
+    repository can check it, with one model call; the entity says its type."""
+    from tests.fake_providers import fake_service_env, serve_fake_providers
+
+    port = _free_port()
+    with serve_fake_providers() as (fake_url, recorder):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CKS_")}
+        env |= {"CKS_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+        env |= fake_service_env(fake_url)
+        command = [sys.executable, "-m", "uvicorn", "context_kit_service.main:app"]
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, process)
+            unknown = httpx.post(
+                f"{url}/ai/tools/execute",
+                json={"toolId": "no.such.tool", "parameters": {}, "repoPath": "/path/to/repo"},
+                timeout=30,
+            )
+            assert unknown.status_code == 200, unknown.text
+            body = unknown.json()
+            assert body["error"].startswith("unknown tool 'no.such.tool'; known tools: ")
+            assert body["metadata"]["toolId"] == "no.such.tool"
+            assert body["metadata"]["durationMs"] >= 0
+            calls_before = len(recorder.requests)
+            spec = httpx.post(
+                f"{url}/ai/generate-entity",
+                json={
+                    "entityType": "spec",
+                    "userPrompt": "Specify the passkey sign-in flow",
+                    "linkedFeatureId": "feature-auth-001",
+                },
+                timeout=60,
+            )
+            assert spec.status_code == 200, spec.text
+            out = spec.json()
+            assert out["entity"] == {
+                "id": "SPEC-001",
+                "title": "Export file format",
+                "type": "data",
+                "related": {"features": ["feature-auth-001"]},
+            }
+            assert out["entityType"] == "spec"
+            assert out["validation"] == {
+                "valid": True,
+                "errors": [],
+                "unchecked": ["related.features.0: kept as given, not checked (no repository)"],
+            }
+            assert len(recorder.requests) - calls_before == 1
+            story = httpx.post(
+                f"{url}/ai/generate-entity",
+                json={"entityType": "userstory", "userPrompt": "Members export their budget"},
+                timeout=60,
+            ).json()
+            assert (story["entity"]["type"], story["entityType"]) == ("userstory", "userstory")
+        finally:
+            process.terminate()
+            process.wait(timeout=15)

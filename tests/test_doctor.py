@@ -19,6 +19,7 @@ def test_doctor_passes_on_the_embedded_default(tmp_path: Path) -> None:
         "[ok  ] embeddings",
         "[ok  ] index",
         "[ok  ] checkpointer",
+        "[ok  ] repository",
     ]
     assert lines[-1] == "all good"
 
@@ -32,10 +33,10 @@ def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
         CKS_DATABASE_URL="postgresql://127.0.0.1:1/none",
     )
     assert done.returncode == 1
-    assert f"[FAIL] model: GGUF file not found: {missing} (set CKS_MODEL)" in done.stdout
+    assert f"[FAIL] model: GGUF file not found (set CKS_MODEL) ({missing})" in done.stdout
     assert "[FAIL] checkpointer: PostgreSQL unreachable (OperationalError)" in done.stdout
     assert (
-        f"[FAIL] repository: {tmp_path / 'no-repo'} is not a directory (CKS_REPO_PATH)"
+        f"[FAIL] repository: not a directory (CKS_REPO_PATH) ({tmp_path / 'no-repo'})"
         in done.stdout
     )
     assert done.stdout.splitlines()[-1] == "3 problem(s) found"
@@ -47,6 +48,6 @@ def test_doctor_finds_an_unpacked_packaged_embeddings_model(tmp_path: Path) -> N
     done = _doctor(tmp_path, CKS_EMBEDDINGS_MODEL="all-mpnet-base-v2", CKS_MODELS_DIR=str(models))
     assert done.returncode == 0, done.stdout + done.stderr
     assert (
-        f"[ok  ] embeddings: all-mpnet-base-v2 at {models / 'all-mpnet-base-v2'} "
-        "(loads on first use)" in done.stdout
+        "[ok  ] embeddings: all-mpnet-base-v2 installed (loads on first use) "
+        f"({models / 'all-mpnet-base-v2'})" in done.stdout
     )

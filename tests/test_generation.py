@@ -255,7 +255,7 @@ def client_with(make_settings) -> Iterator[Any]:
         client.__exit__(None, None, None)
 
 
-GENERATE_RESPONSE_KEYS = {"entity", "yaml", "validation", "metadata"}
+GENERATE_RESPONSE_KEYS = {"entity", "entityType", "yaml", "validation", "metadata"}
 
 
 def test_generate_entity_contract(client_with) -> None:
@@ -284,8 +284,10 @@ def test_generate_entity_contract(client_with) -> None:
         "asA": "planner",
         "iWant": "to split a transaction",
         "soThat": "budgets stay right",
+        "type": "userstory",
     }
-    assert body["validation"] == {"valid": True, "errors": []}
+    assert body["entityType"] == "userstory"
+    assert body["validation"] == {"valid": True, "errors": [], "unchecked": []}
     metadata = body["metadata"]
     assert (
         metadata["promptTokens"],
@@ -421,8 +423,13 @@ def test_with_no_repository_known_a_draft_is_checked_against_the_built_in_schema
         saving = client.post("/ai/generate-entity", json={**body, "save": True})
     assert response.status_code == 200, response.text
     out = response.json()
-    assert out["entity"] == {"id": "US-001", "feature": "FEAT-777", **GOOD_STORY}
-    assert out["validation"] == {"valid": True, "errors": []}
+    assert out["entity"] == {
+        "id": "US-001",
+        "feature": "FEAT-777",
+        **GOOD_STORY,
+        "type": "userstory",
+    }
+    assert out["validation"] == {"valid": True, "errors": [], "unchecked": []}
     metadata = out["metadata"]
     assert "repository" not in metadata  # no repository was used
     assert (metadata["linkedFeatureId"], metadata["linkedBy"]) == ("FEAT-777", "request")

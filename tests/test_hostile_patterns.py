@@ -120,9 +120,7 @@ def _calls(repo: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("name", list(PLANTS))
-def test_a_hostile_pattern_is_answered_in_time(
-    service: Service, tmp_path: Path, name: str
-) -> None:
+def test_a_hostile_pattern_is_answered_in_time(service: Service, tmp_path: Path, name: str) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(SAMPLE_REPO, repo)
     PLANTS[name](repo)

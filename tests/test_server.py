@@ -54,17 +54,32 @@ def test_health_reports_real_checks_in_camel_case(make_settings) -> None:
         "embeddings": "available",
         "index": "available",
         "checkpointer": "available",
+        "repository": "available",
     }
     assert {name: dep["status"] for name, dep in body["dependencyDetails"].items()} == {
         "model": "healthy",
         "embeddings": "healthy",
         "index": "healthy",
         "checkpointer": "healthy",
+        "repository": "healthy",
     }
-    assert body["dependencyDetails"]["checkpointer"]["detail"] == (
-        f"SQLite at {settings.sqlite_path}"
-    )
+    assert body["dependencyDetails"]["checkpointer"]["detail"] == "SQLite checkpointer"
     assert _no_nulls(body)
+
+
+def test_health_names_no_path_unless_an_operator_asks(make_settings) -> None:
+    """Paths of the machine (data dir, models, virtualenv) are for the token holder or with
+    CKS_HEALTH_DETAILS; an open /health names none."""
+    settings = make_settings()
+    with TestClient(create_app(settings)) as client:
+        open_body = client.get("/health").text
+    assert str(settings.data_dir) not in open_body
+    assert "/.venv/" not in open_body
+    assert str(settings.local_models_dir) not in open_body
+    detailed = make_settings(health_details=True)
+    with TestClient(create_app(detailed)) as client:
+        details = client.get("/health").json()["dependencyDetails"]
+    assert details["checkpointer"]["detail"] == f"SQLite checkpointer ({detailed.sqlite_path})"
 
 
 def test_a_missing_model_makes_the_service_unhealthy(make_settings, tmp_path) -> None:
@@ -77,7 +92,7 @@ def test_a_missing_model_makes_the_service_unhealthy(make_settings, tmp_path) ->
     assert health.json()["dependencies"]["model"] == "unavailable"
     assert health.json()["dependencyDetails"]["model"] == {
         "status": "unhealthy",
-        "detail": f"GGUF file not found: {tmp_path / 'missing.gguf'} (set CKS_MODEL)",
+        "detail": "GGUF file not found (set CKS_MODEL)",  # no path of the machine
     }
     assert (ready.status_code, ready.json()) == (503, {"ready": False, "status": "unhealthy"})
 

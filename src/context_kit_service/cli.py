@@ -212,10 +212,7 @@ def doctor(args: argparse.Namespace) -> int:
         result = check(settings)
         mark = {"healthy": "ok  ", "degraded": "warn", "unhealthy": "FAIL"}[result.status]
         failed += result.status == "unhealthy"
-        print(f"[{mark}] {name}: {result.detail}")
-    if settings.repo_path is not None and not settings.repo_path.is_dir():
-        failed += 1
-        print(f"[FAIL] repository: {settings.repo_path} is not a directory (CKS_REPO_PATH)")
+        print(f"[{mark}] {name}: {result.described(True)}")
     if not settings.host_is_loopback and settings.auth_token is None:
         failed += 1
         print(f"[FAIL] auth: {settings.host} is not loopback; set CKS_AUTH_TOKEN")

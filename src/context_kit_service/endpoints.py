@@ -19,7 +19,7 @@ that only exist on a local network (one label, `.local`, `.internal`, ...), and 
 resolve to any such address.
 
 What is checked is the URL a request names: no provider client follows a redirect
-(`providers.NO_REDIRECTS`), so a 3xx cannot lead the request elsewhere. The address is not
+(`providers.FOLLOW_REDIRECTS`), so a 3xx cannot lead the request elsewhere. The address is not
 pinned: the check resolves a public name, and the provider's client (the OpenAI, Azure and
 Ollama SDKs, each with its own httpx transport) resolves it again when it connects, so a name
 whose DNS answer changes between the two (rebinding with a short TTL) can still reach a

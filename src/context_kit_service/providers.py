@@ -154,7 +154,7 @@ def embeddings_spec(settings: Settings) -> EmbeddingsSpec:
     )
 
 
-NO_REDIRECTS = {"follow_redirects": False}
+FOLLOW_REDIRECTS = False
 """Every provider client is built without following redirects: the endpoint policy checks
 the URL a request names (`endpoints.py`), and a 3xx from it must not carry the prompt and the
 key to an address nobody checked. A redirect is answered as the provider's error."""
@@ -165,8 +165,8 @@ def _openai_clients() -> dict[str, Any]:
     import openai
 
     return {
-        "http_client": openai.DefaultHttpxClient(**NO_REDIRECTS),
-        "http_async_client": openai.DefaultAsyncHttpxClient(**NO_REDIRECTS),
+        "http_client": openai.DefaultHttpxClient(follow_redirects=FOLLOW_REDIRECTS),
+        "http_async_client": openai.DefaultAsyncHttpxClient(follow_redirects=FOLLOW_REDIRECTS),
     }
 
 
@@ -201,7 +201,7 @@ def _ollama_chat(spec: ChatModelSpec) -> BaseChatModel:
         base_url=spec.base_url,
         temperature=spec.temperature,
         num_predict=spec.max_tokens,
-        client_kwargs={"timeout": spec.timeout_s, **NO_REDIRECTS},
+        client_kwargs={"timeout": spec.timeout_s, "follow_redirects": FOLLOW_REDIRECTS},
     )
 
 
@@ -288,7 +288,7 @@ def _ollama_embeddings(spec: EmbeddingsSpec) -> Embeddings:
     return OllamaEmbeddings(
         model=spec.model or DEFAULT_EMBEDDING_MODELS["ollama"],
         base_url=spec.base_url,
-        client_kwargs={"timeout": spec.timeout_s, **NO_REDIRECTS},
+        client_kwargs={"timeout": spec.timeout_s, "follow_redirects": FOLLOW_REDIRECTS},
     )
 
 

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
         description="Host names the service answers to besides loopback names and the bound "
         "address (JSON list); other `Host` headers get 421 (DNS-rebinding defence).",
     )
+    health_details: bool = Field(
+        False,
+        description="Name the files and folders each `/health` check looked at, for operators "
+        "(always named when CKS_AUTH_TOKEN is set: only the token holder reads /health then).",
+    )
     allow_client_endpoints: bool = Field(
         False,
         description="Let a request's `config.endpoint` be any URL (the endpoint policy is off).",

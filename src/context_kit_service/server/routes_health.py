@@ -19,6 +19,8 @@ router = APIRouter(tags=["health"])
 
 async def _health(state: ServiceState) -> HealthResponse:
     results = await state.health.results()
+    settings = state.settings
+    located = settings.health_details or settings.auth_token is not None
     return HealthResponse(
         status=overall(results),
         version=__version__,
@@ -26,7 +28,7 @@ async def _health(state: ServiceState) -> HealthResponse:
         timestamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         dependencies={name: DEPENDENCY_STATES[result.status] for name, result in results.items()},
         dependency_details={
-            name: DependencyHealth(status=result.status, detail=result.detail)
+            name: DependencyHealth(status=result.status, detail=result.described(located))
             for name, result in results.items()
         },
     )

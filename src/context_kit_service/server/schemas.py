@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from context_kit_service.configuration import PROVIDER_KEY
-from context_kit_service.repository.types import EntityTypeName
+from context_kit_service.graphs.approval import Approval
+from context_kit_service.repository.types import EntityTypeName, builtin_schema
 from context_kit_service.retrieval.search import MAX_TOP_K
-from context_kit_service.server.served import Approval
 from context_kit_service.validators import not_blank, visible_chars
 
 if TYPE_CHECKING:
@@ -240,6 +240,11 @@ class GenerateEntityRequest(RunRequest):
 class GenerationValidation(WireModel):
     valid: bool
     errors: list[str]
+    unchecked: list[str] = Field(
+        default_factory=list,
+        description="Fields kept as given without a check: the links, when no repository is "
+        "known to check them against.",
+    )
 
 
 class GenerateEntityMetadata(WireModel):
@@ -266,14 +271,18 @@ class GenerateEntityMetadata(WireModel):
 
 
 class GenerateEntityResponse(WireModel):
-    entity: dict[str, Any]
+    entity: dict[str, Any] = Field(
+        description="The entity; `type` is the entity type unless the type's schema has a "
+        "`type` field of its own (a spec's, service's or package's kind)."
+    )
+    entity_type: EntityTypeName = Field(description="The entity type written, always.")
     yaml: str
     validation: GenerationValidation
     approval_request: dict[str, Any] | None = None
     metadata: GenerateEntityMetadata
 
     @classmethod
-    def from_output(cls, output: dict[str, Any]) -> Self:
+    def from_output(cls, output: dict[str, Any], entity_type: EntityTypeName) -> Self:
         metadata = GenerateEntityMetadata(
             prompt_tokens=output["prompt_tokens"],
             completion_tokens=output["completion_tokens"],
@@ -288,10 +297,16 @@ class GenerateEntityResponse(WireModel):
             linked_feature_id=output["linked_feature"],
             linked_by=output["linked_by"],
         )
+        entity = output["entity"]
+        if "type" not in (builtin_schema(entity_type).get("properties") or {}):
+            entity = {**entity, "type": entity_type}
         return cls(
-            entity=output["entity"],
+            entity=entity,
+            entity_type=entity_type,
             yaml=output["yaml"],
-            validation=GenerationValidation(valid=output["valid"], errors=output["problems"]),
+            validation=GenerationValidation(
+                valid=output["valid"], errors=output["problems"], unchecked=output["unchecked"]
+            ),
             approval_request=output.get("approval_request"),
             metadata=metadata,
         )

@@ -33,7 +33,8 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
     It must be an existing directory that looks like a context repository (it has a
     `contexts/` or `.context/` folder) and, when `CKS_ALLOWED_REPOS` is set, lie under one of
     those roots. So a stray request cannot make `/etc` or a home folder a repository.
-    Raises RepositoryRefused otherwise.
+    Raises RepositoryRefused otherwise, naming the path as the request gave it: what it
+    resolves to (`/proc/self/cwd`: the service's own folder) is not the client's to learn.
     """
     chosen = requested if requested not in (None, "") else settings.repo_path
     if chosen is None:
@@ -48,16 +49,16 @@ def resolve_repository(requested: str | Path | None, settings: Settings) -> Path
         raise RepositoryRefused(f"repository path must be absolute: {text}")
     root = root.resolve()
     if not root.is_dir():
-        raise RepositoryRefused(f"repository not found: {root}", "REPOSITORY_NOT_FOUND")
+        raise RepositoryRefused(f"repository not found: {text}", "REPOSITORY_NOT_FOUND")
     if settings.allowed_repos:
         allowed = [Path(a).expanduser().resolve() for a in settings.allowed_repos]
         if not any(root == a or root.is_relative_to(a) for a in allowed):
             raise RepositoryRefused(
-                f"repository {root} is outside the allowed roots (CKS_ALLOWED_REPOS)"
+                f"repository {text} is outside the allowed roots (CKS_ALLOWED_REPOS)"
             )
     if not any((root / marker).is_dir() for marker in REPOSITORY_MARKERS):
         raise RepositoryRefused(
-            f"{root} is not a context repository: it has no {' or '.join(REPOSITORY_MARKERS)} "
+            f"{text} is not a context repository: it has no {' or '.join(REPOSITORY_MARKERS)} "
             "folder",
             "NOT_A_CONTEXT_REPOSITORY",
         )
