@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from context_kit_service.server import create_app
 from context_kit_service.settings import Settings
 from tests.conftest import SAMPLE_REPO
 
+TASK_FILE = "contexts/tasks/T-004-deduplicate-imported-transactions.yaml"
 STORY = {
     "feature": "FEAT-001",
     "asA": "member",
@@ -177,3 +179,69 @@ def test_a_read_only_repository(
         subprocess.run(["mount", "-o", "remount,rw", str(mounts["repo"])], check=True)
     assert load_repository(repo).validate()["valid"] is True
     _approve_after_the_fix(http, approval, repo)
+
+
+def _until_seen(ask: Any, *, stale: bool) -> Any:
+    """The first answer whose index is (or is no longer) stale, within 2 s: the watcher sees
+    a change within a fraction of that."""
+    deadline = time.monotonic() + 2
+    while (answer := ask()).status_code == 200 and time.monotonic() < deadline:
+        if answer.json()["metadata"]["indexStale"] is stale:
+            break
+        time.sleep(0.05)
+    return answer
+
+
+def test_a_failed_index_sync_keeps_the_last_index_serving(
+    mounts: dict[str, Path], tmp_path: Path
+) -> None:
+    """The data disk fills and a file changes: RAG answers from the last complete index and
+    says it is stale, pipeline.build-embeddings reports the failure, the CLI prints one line
+    and exits 1; once there is space, the next query brings the index up to date."""
+    from tests.fake_providers import fake_service_env, serve_fake_providers
+    from tests.fakes import replies
+    from tests.service_process import run_cli
+
+    repo = mounts["repo"] / "repo"
+    shutil.copytree(SAMPLE_REPO, repo)
+    data_dir = mounts["data"] / "data"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=data_dir, allowed_hosts=["testserver"], repo_path=repo
+    )
+    model = replies(*["Budgets are exported as CSV [FEAT-007]."] * 200)
+    app = create_app(settings, chat_model=model, embeddings=DeterministicFakeEmbedding(size=32))
+    query = {"query": "How are budgets exported?", "topK": 3}
+    with TestClient(app) as http:
+        first = http.post("/ai/rag/query", json=query).json()
+        assert first["metadata"]["indexStale"] is False
+        task = repo / TASK_FILE
+        task.write_text(task.read_text() + "notes: exported budgets are zipped\n")
+        filler = _fill(data_dir.parent)
+        stale = _until_seen(lambda: http.post("/ai/rag/query", json=query), stale=True)
+        assert stale.status_code == 200, stale.text
+        metadata = stale.json()["metadata"]
+        assert metadata["indexStale"] is True
+        assert metadata["indexStaleReason"] == (
+            "the index could not be updated (the data dir's disk is full); "
+            "answers come from its last complete version"
+        )
+        assert [s["entityId"] for s in stale.json()["sources"]] == [
+            s["entityId"] for s in first["sources"]
+        ]
+        built = http.post("/ai/tools/execute", json={"toolId": "pipeline.build-embeddings"})
+        assert built.json()["error"] == (
+            "the index was not updated (the data dir's disk is full)"
+        )
+        with serve_fake_providers() as (fake_url, _):
+            env = fake_service_env(fake_url) | {"CKS_DATA_DIR": str(data_dir)}
+            cli = run_cli(tmp_path / "cli-data", "index", str(repo), **env)
+        assert cli.returncode == 1
+        assert cli.stderr.strip().splitlines()[-1] == (
+            "error: the index was not updated (the data dir's disk is full)"
+        )
+        assert "Traceback" not in cli.stderr
+        filler.unlink()
+        task.write_text(task.read_text() + "notes: and signed\n")
+        fresh = _until_seen(lambda: http.post("/ai/rag/query", json=query), stale=False)
+        assert fresh.status_code == 200, fresh.text
+        assert fresh.json()["metadata"]["indexStale"] is False

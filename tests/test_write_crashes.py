@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +142,6 @@ def test_a_write_killed_at_any_step_is_whole_or_absent_and_lands_once(
         assert _check_whole_or_nothing(name, root, before) is True
     assert outcomes["applied"] > 0
     assert outcomes["absent"] > 0
-
-
-@pytest.fixture
-def service_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    yield _fresh(tmp_path)
 
 
 def _approval_body(name: str) -> dict[str, Any]:

@@ -227,7 +227,11 @@ def index(args: argparse.Namespace) -> int:
     from context_kit_service.repository.cache import repositories
     from context_kit_service.retrieval import explanations
     from context_kit_service.retrieval.documents import repository_chunks
-    from context_kit_service.retrieval.index import RepositoryIndex, embeddings_model_id
+    from context_kit_service.retrieval.index import (
+        RepositoryIndex,
+        embeddings_model_id,
+        sync_failure,
+    )
     from context_kit_service.tools.confinement import RepositoryRefused, resolve_repository
 
     settings = load_settings()
@@ -252,8 +256,12 @@ def index(args: argparse.Namespace) -> int:
     target = RepositoryIndex(
         root, settings.data_dir, get_embeddings(spec), embeddings_model_id(spec)
     )
-    with tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr) as bar:
-        stats = target.sync(progress=bar.update)
+    try:
+        with tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr) as bar:
+            stats = target.sync(progress=bar.update)
+    except Exception as exc:  # a disk, a provider: one line, the previous index kept
+        print(f"error: the index was not updated ({sync_failure(exc)})", file=sys.stderr)
+        return 1
     print(
         f"indexed {root}: {stats.files} files, {stats.chunks} chunks; "
         f"re-embedded {stats.embedded_chunks} chunks from {stats.changed_files} changed files, "

@@ -58,6 +58,10 @@ class OutputState(BaseModel):
     model: str = Field(default="", description="The model that answered (empty if none ran).")
     prompt_tokens: int = Field(default=0, description="Prompt tokens reported by the model.")
     completion_tokens: int = Field(default=0, description="Completion tokens reported.")
+    index_stale: str | None = Field(
+        default=None,
+        description="Why the passages come from an older index (its last update failed).",
+    )
 
 
 class State(InputState, OutputState):

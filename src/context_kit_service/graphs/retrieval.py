@@ -14,7 +14,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
 from context_kit_service.configuration import embeddings_for, service_settings
-from context_kit_service.retrieval.search import MAX_TOP_K, search_repository
+from context_kit_service.retrieval.search import MAX_TOP_K, index_stale, search_repository
 
 
 class RetrievalRequest(BaseModel):
@@ -25,15 +25,25 @@ class RetrievalRequest(BaseModel):
 
 
 async def retrieve(state: Any, config: RunnableConfig) -> dict[str, Any]:
-    """Node: search for `state.query` in `state.repo_root`; sets `sources` and `retrieval_ms`."""
+    """Node: search for `state.query` in `state.repo_root`; sets `sources`, `retrieval_ms` and
+    `index_stale` (why the index is an older one, when its last sync failed)."""
     started = time.perf_counter()
-    sources = await search_repository(
+    settings, root, embeddings = (
         service_settings(config),
         Path(state.repo_root),
+        embeddings_for(config),
+    )
+    sources = await search_repository(
+        settings,
+        root,
         state.query,
         top_k=state.top_k,
         entity_types=state.entity_types,
         mmr=state.mmr,
-        embeddings=embeddings_for(config),
+        embeddings=embeddings,
     )
-    return {"sources": sources, "retrieval_ms": round((time.perf_counter() - started) * 1000, 3)}
+    return {
+        "sources": sources,
+        "retrieval_ms": round((time.perf_counter() - started) * 1000, 3),
+        "index_stale": index_stale(settings, root, embeddings),
+    }

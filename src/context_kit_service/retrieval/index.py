@@ -11,6 +11,8 @@ runs, else a stat of every file), and a sync only when something changed.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import sqlite3
 import threading
 import time
@@ -33,6 +35,8 @@ from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
 from context_kit_service.retrieval.lexical import TOKENIZER, LexicalIndex
 from context_kit_service.retrieval.store import FaissStore
 
+logger = logging.getLogger(__name__)
+
 EMBED_BATCH = 64
 Progress = Callable[[int], None]
 
@@ -50,6 +54,20 @@ class SyncStats:
 
 def index_directory(data_dir: Path, root: Path) -> Path:
     return data_dir / "indexes" / data_name(root)
+
+
+SYNC_RETRY_S = 10.0
+"""How long a failed sync of unchanged files waits before it is tried again."""
+
+
+def sync_failure(exc: BaseException) -> str:
+    """Why a sync failed, in a few words (a full disk says so)."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in text:
+        return "the data dir's disk is full"
+    if getattr(exc, "errno", None) == errno.EROFS or "readonly database" in text:
+        return "the data dir is read-only"
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 class RepositoryIndex:
@@ -72,6 +90,10 @@ class RepositoryIndex:
         self._view_lock = threading.Lock()
         """Searches, and a sync's switch to its new generation, one at a time."""
         self._loaded = False
+        self.stale: str | None = None
+        """Why the index serves an older generation: the last sync failed (None: current)."""
+        self._failed: tuple[Signature, float] | None = None
+        """The repository state whose sync failed, and when: retried after SYNC_RETRY_S."""
 
     @contextlib.contextmanager
     def searching(self) -> Iterator[None]:
@@ -159,11 +181,11 @@ class RepositoryIndex:
             if changed or removed or rebuilt or self.lexical is None:
                 try:
                     self._write(new_docs, set(changed) | set(removed), hashes, progress)
-                except BaseException:
-                    self._forget()
+                except Exception as exc:
+                    self._fall_back(signature, exc)
                     raise
             assert self.store is not None
-            self.signature = signature
+            self.signature, self.stale, self._failed = signature, None, None
             return SyncStats(
                 files=len(hashes),
                 chunks=len(self.store),
@@ -235,12 +257,36 @@ class RepositoryIndex:
             raise
         return reader
 
+    def _fall_back(self, signature: Signature, exc: Exception) -> None:
+        """After a failed sync: the last complete generation from disk (what was in memory
+        was half changed), marked stale with the reason."""
+        self._forget()
+        with self._view_lock:
+            self._load()
+        self._failed = (signature, time.monotonic())
+        self.stale = (
+            f"the index could not be updated ({sync_failure(exc)}); "
+            "answers come from its last complete version"
+        )
+
     def ensure_fresh(self, signature: Signature | None = None) -> SyncStats | None:
-        """Sync when any file changed since the last sync."""
+        """Sync when any file changed since the last sync. When a sync fails and an earlier
+        generation is there, that one keeps serving (`stale` says why) and the sync is tried
+        again after SYNC_RETRY_S, or at once when the files change again."""
         signature = repositories.signature(self.root) if signature is None else signature
         if self.signature is not None and signature == self.signature:
             return None
-        return self.sync(signature=signature)
+        if self._failed is not None and self.store is not None:
+            failed_signature, when = self._failed
+            if signature == failed_signature and time.monotonic() - when < SYNC_RETRY_S:
+                return None
+        try:
+            return self.sync(signature=signature)
+        except Exception:
+            if self.store is None:  # nothing to serve from
+                raise
+            logger.warning("index sync failed; serving the last complete index: %s", self.stale)
+            return None
 
     # --- searching -------------------------------------------------------------------------
 

@@ -346,6 +346,11 @@ def _source(
     )
 
 
+def index_stale(settings: Settings, root: Path, embeddings: Embeddings | None = None) -> str | None:
+    """Why the repository's index serves an older generation (its last sync failed), or None."""
+    return repository_index(settings, root, embeddings)[0].stale
+
+
 async def search_repository(
     settings: Settings, root: Path, query: str, **options: Any
 ) -> list[Source]:

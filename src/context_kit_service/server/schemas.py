@@ -196,6 +196,11 @@ class RagSource(WireModel):
 
 
 class RagMetadata(WireModel):
+    index_stale: bool = Field(
+        default=False,
+        description="The answer comes from the index as it was before its last update failed.",
+    )
+    index_stale_reason: str | None = Field(default=None, description="Why the index is stale.")
     retrieval_time_ms: float = Field(ge=0)
     generation_time_ms: float = Field(ge=0)
     total_sources: int = Field(ge=0)
@@ -217,6 +222,8 @@ class RagQueryResponse(WireModel):
             total_sources=len(sources),
             top_k=top_k,
             model=output["model"] or None,
+            index_stale=output.get("index_stale") is not None,
+            index_stale_reason=output.get("index_stale"),
         )
         return cls(answer=output["answer"], sources=sources, metadata=metadata)
 

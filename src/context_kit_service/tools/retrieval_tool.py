@@ -4,6 +4,7 @@ the index."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from pydantic import Field
 from context_kit_service.configuration import embeddings_for, service_settings
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.types import EntityTypeName
+from context_kit_service.retrieval.index import sync_failure
 from context_kit_service.retrieval.search import MAX_TOP_K, repository_index, search
 from context_kit_service.tools.repository_tools import RepoRoot
 
@@ -80,7 +82,10 @@ def build_embeddings(repo_root: RepoRoot, config: RunnableConfig) -> dict[str, A
     """Build or update the repository's search index (only changed files are embedded).
     Returns the counts of files and chunks, and what was embedded this time."""
     index, _ = repository_index(service_settings(config), Path(repo_root), embeddings_for(config))
-    stats = index.sync()
+    try:
+        stats = index.sync()
+    except (OSError, sqlite3.Error) as exc:  # the last complete index keeps serving
+        raise ToolException(f"the index was not updated ({sync_failure(exc)})") from None
     return {
         "files": stats.files,
         "chunks": stats.chunks,
