@@ -229,9 +229,7 @@ def test_a_failed_index_sync_keeps_the_last_index_serving(
             s["entityId"] for s in first["sources"]
         ]
         built = http.post("/ai/tools/execute", json={"toolId": "pipeline.build-embeddings"})
-        assert built.json()["error"] == (
-            "the index was not updated (the data dir's disk is full)"
-        )
+        assert built.json()["error"] == ("the index was not updated (the data dir's disk is full)")
         with serve_fake_providers() as (fake_url, _):
             env = fake_service_env(fake_url) | {"CKS_DATA_DIR": str(data_dir)}
             cli = run_cli(tmp_path / "cli-data", "index", str(repo), **env)

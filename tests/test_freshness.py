@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from context_kit_service.repository.cache import RepositoryCache
 from context_kit_service.repository.model import repository_signature, scan_repository
 from context_kit_service.repository.watch import Watch
+from tests.conftest import SAMPLE_REPO
 
 NEW_TASK = """id: T-900
 title: Calibrate the quokkameter
@@ -175,3 +178,35 @@ def test_an_id_is_allocated_from_the_files_as_they_are_not_as_the_watch_last_saw
         assert saved.entity.id == "T-012"
     finally:
         repositories.watch(False)
+
+
+@pytest.mark.parametrize("how", ["removed and copied back", "another checkout moved in"])
+def test_a_repository_replaced_in_place_is_watched_again(
+    tmp_path: Path, sample_copy: Path, how: str
+) -> None:
+    """The folder is deleted and recreated (or another checkout is moved into its place):
+    the next query sees the new content, and every edit after it within a second."""
+    watch = Watch(sample_copy)
+    try:
+        watch.signature()
+        if how == "removed and copied back":
+            shutil.rmtree(sample_copy)
+            shutil.copytree(SAMPLE_REPO, sample_copy)
+        else:
+            other = tmp_path / "other-checkout"
+            shutil.copytree(SAMPLE_REPO, other)
+            (other / "contexts" / "tasks" / "T-901-moved.yaml").write_text(
+                NEW_TASK.replace("T-900", "T-901")
+            )
+            shutil.rmtree(sample_copy)
+            other.rename(sample_copy)
+        wait_for(lambda: watch.signature() == repository_signature(sample_copy))
+        for number in range(902, 905):
+            before = watch.signature()
+            task = sample_copy / "contexts" / "tasks" / f"T-{number}-later.yaml"
+            task.write_text(NEW_TASK.replace("T-900", f"T-{number}"))
+            wait_for(lambda: watch.signature() is not before, timeout=1.0)  # noqa: B023
+            assert f"contexts/tasks/{task.name}" in [entry[0] for entry in watch.signature()]
+        assert watch.watching
+    finally:
+        watch.close()

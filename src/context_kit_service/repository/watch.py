@@ -7,11 +7,17 @@ repository changed; only then does `signature()` scan again. Where watching is i
 (no inotify watches left, a directory gone between the scan and the watch) every call scans,
 as without a watch. The first call scans, so changes made while the service was down are
 seen at once.
+
+A repository deleted and copied back, or another checkout moved into its place, has the
+same paths on new directories, whose events the old watches never see. So a followed
+directory reported deleted, or found with another identity (device, inode) by a scan, makes
+the next scan follow the directories anew.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +33,8 @@ STEP_MS = 25
 """How often the watching thread looks for events (it wakes this often even when idle)."""
 DEBOUNCE_MS = 100
 """The longest a burst of events is grouped before the repository is marked changed."""
+DELETED = 3
+"""watchfiles' change number for a deleted path."""
 
 
 class Watch:
@@ -39,11 +47,14 @@ class Watch:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._signature: Signature | None = None
-        self._directories: tuple[str, ...] = ()
+        self._directories: tuple[tuple[str, int, int], ...] = ()
+        """The directories followed: path, device, inode."""
         self._thread: threading.Thread | None = None
         self._thread_stop = threading.Event()
         self.watching = False
         """Whether events arrive; False means every `signature()` scans."""
+        self._lost = threading.Event()
+        """A followed directory was deleted: its watch is gone, follow anew."""
 
     def signature(self) -> Signature:
         """The repository's signature, from memory unless an event marked it changed."""
@@ -55,16 +66,22 @@ class Watch:
             if not self._changed.is_set() and self._signature is not None:
                 return self._signature
             self._changed.clear()  # an event during the scan sets it again
-            signature, directories = scan_repository(self.root)
-            if directories != self._directories and not self._stopped.is_set():
+            signature, directories = self._scan()
+            lost = self._lost.is_set()
+            if (lost or directories != self._directories) and not self._stopped.is_set():
+                self._lost.clear()
                 self._follow(directories)
-                signature, directories = scan_repository(self.root)  # what changed meanwhile
+                signature, directories = self._scan()  # what changed meanwhile
                 if directories != self._directories:
                     self._changed.set()
             if not self.watching:
                 self._changed.set()
             self._signature = signature
             return signature
+
+    def _scan(self) -> tuple[Signature, tuple[tuple[str, int, int], ...]]:
+        signature, directories = scan_repository(self.root)
+        return signature, tuple(_identity(d) for d in directories)
 
     def mark_changed(self) -> None:
         """Scan on the next `signature()` (the service wrote a file itself)."""
@@ -77,14 +94,14 @@ class Watch:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def _follow(self, directories: tuple[str, ...]) -> None:
+    def _follow(self, directories: tuple[tuple[str, int, int], ...]) -> None:
         """Watch `directories` instead of the ones watched so far."""
         from watchfiles._rust_notify import RustNotify
 
         self._stop_thread()
         self._directories = directories
         try:
-            notify = RustNotify(list(directories), False, False, 0, False, True)
+            notify = RustNotify([d[0] for d in directories], False, False, 0, False, True)
         except (OSError, RuntimeError) as exc:
             log.warning("not watching %s (%s); every query scans it", self.root, exc)
             self.watching = False
@@ -106,10 +123,13 @@ class Watch:
             self._thread = None
 
     def _run(self, notify: RustNotify, stopped: _Either) -> None:
+        followed = {d[0] for d in self._directories}
         try:
             while True:
                 events = notify.watch(DEBOUNCE_MS, STEP_MS, 0, stopped)
                 if isinstance(events, set):
+                    if any(change == DELETED and path in followed for change, path in events):
+                        self._lost.set()
                     self._changed.set()
                 elif events == "stop":
                     return
@@ -119,6 +139,14 @@ class Watch:
             self._changed.set()
         finally:
             notify.close()
+
+
+def _identity(directory: str) -> tuple[str, int, int]:
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return (directory, -1, -1)
+    return (directory, info.st_dev, info.st_ino)
 
 
 class _Either:
