@@ -2,7 +2,8 @@
 
 The provider tests drive the real client libraries against it. Model names pick behaviour:
 `slow` answers after 3 s (for timeouts), `deny` answers 401, `tick` streams 40 tokens 20 ms
-apart (like a model generating them), and `agent` behaves like a small
+apart (like a model generating them), `long` streams a very long answer and records how each
+stream ended (`Recorder.streams`), and `agent` behaves like a small
 deterministic model for end-to-end tests of every graph (see `agent_reply`). Every request body
 is recorded.
 """
@@ -38,6 +39,9 @@ def fake_vector(text: str) -> list[float]:
 @dataclass
 class Recorder:
     requests: list[dict[str, Any]] = field(default_factory=list)
+    streams: list[str] = field(default_factory=list)
+    """How each stream of the `long` model ended: "finished", or "cancelled" at the time the
+    client went away (seconds on the event loop's clock)."""
 
     def last(self) -> dict[str, Any]:
         return self.requests[-1]
@@ -68,6 +72,28 @@ TICK_S = 0.02
 """Seconds between the tokens of the `tick` model."""
 TICKS = [f" tick{i}" for i in range(40)]
 """The `tick` model's reply: long enough to outlast the quick ACKs of a new connection."""
+
+
+LONG_TOKEN_S = 0.02
+"""Seconds between the `long` model's tokens: it writes `max_completion_tokens` of them,
+500 characters each (so a few hundred fill the buffers between it and a client), 50 a
+second."""
+
+
+async def _long_stream(recorder: Recorder, tokens: int) -> AsyncIterator[str]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "long"}
+    ended = "cancelled"
+    try:
+        for index in range(tokens):
+            delta = {"content": f" {index:>8} " + "x" * 490}
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+            await asyncio.sleep(LONG_TOKEN_S)
+        stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\ndata: [DONE]\n\n"
+        ended = "finished"
+    finally:
+        recorder.streams.append(ended)
 
 
 async def _openai_stream(model: str) -> AsyncIterator[str]:
@@ -225,6 +251,10 @@ def build_app(recorder: Recorder) -> FastAPI:
             return denied
         if model == "agent" and body.get("stream"):
             return StreamingResponse(_agent_stream(body), media_type="text/event-stream")
+        if model == "long":
+            tokens = body.get("max_completion_tokens") or 512
+            stream = _long_stream(recorder, tokens)
+            return StreamingResponse(stream, media_type="text/event-stream")
         if model == "agent":
             return _agent_completion(body)
         if body.get("stream"):

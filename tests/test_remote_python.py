@@ -77,6 +77,7 @@ def check_rag(output: dict[str, Any], completion_tokens: int) -> None:
         "model": "agent",
         "prompt_tokens": 11,
         "completion_tokens": completion_tokens,
+        "index_stale": None,
     }
     assert [sorted(s) for s in output["sources"]] == [
         [
@@ -107,6 +108,7 @@ def check_task(output: dict[str, Any], completion_tokens: int = 4) -> None:
         "provider": "openai",
         "linked_feature": "FEAT-003",
         "linked_by": "request",
+        "unchecked": [],
         "approval_request": None,
     }
 
@@ -257,12 +259,13 @@ OUTPUT_FIELDS = {
     },
     "/graphs/rag": {
         "answer", "sources", "cited_ids", "retrieval_ms", "generation_ms", "model",
-        "prompt_tokens", "completion_tokens",
+        "prompt_tokens", "completion_tokens", "index_stale",
     },
     "/graphs/generate": {
         "status", "entity", "yaml", "valid", "problems", "error", "attempts", "saved_path",
         "prompt_tokens", "completion_tokens", "duration_ms", "model", "provider",
-        "repository", "linked_feature", "linked_by", "approval_request", "thread_id",
+        "repository", "linked_feature", "linked_by", "unchecked", "approval_request",
+        "thread_id",
     },
     "/graphs/assistant": {"answer", "transcript", "approval_request"},
 }  # fmt: skip

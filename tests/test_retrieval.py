@@ -283,12 +283,12 @@ async def test_health_reports_the_default_repository_index(
     settings = make_settings(repo_path=sample_copy)
     assert (
         check_index(settings).detail
-        == f"index of {sample_copy} not built yet (builds on the first query)"
+        == "index not built yet (builds on the first query)"
     )
     await search_repository(settings, sample_copy, "passkey", top_k=1)
     assert (
         check_index(settings).detail
-        == f"index of {sample_copy}: 185 chunks, local:all-MiniLM-L6-v2"
+        == "index: 185 chunks, local:all-MiniLM-L6-v2"
     )
 
 

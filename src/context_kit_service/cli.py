@@ -23,6 +23,9 @@ logger = logging.getLogger("context_kit_service.cli")
 
 PARENT_POLL_S = 0.25
 GRACEFUL_SHUTDOWN_S = 3
+KEEP_ALIVE_S = 5
+"""An idle kept-alive connection is closed after this (uvicorn has no header-read timeout;
+a slow request's body is bounded by the request timeout)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,13 +67,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in pairs.items() if value is not None}
 
 
+SEND_BUFFER_BYTES = 32 * 1024
+"""The kernel's send buffer of each connection (Linux doubles it), fixed rather than grown
+to megabytes: a client that stops reading then holds little, and its stream soon waits on
+it, which CKS_STREAM_STALL_S bounds."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket. Made with `IPPROTO_TCP` so that the event loop sets TCP_NODELAY on
-    every connection it accepts: without it each small response and each SSE token waits for
-    the client's delayed ACK (about 40 ms), and tokens reach the app bunched."""
+    """The listening socket, whose options its connections inherit. Made with `IPPROTO_TCP` so
+    that the event loop sets TCP_NODELAY on every connection it accepts: without it each small
+    response and each SSE token waits for the client's delayed ACK (about 40 ms), and tokens
+    reach the app bunched."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.bind((host.strip("[]"), port))
     sock.listen(128)
     return sock
@@ -145,6 +156,7 @@ async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         5.0, gt=0, description="Seconds between SSE comment heartbeats while nothing streams."
     )
+    stream_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a response may wait on a client that reads nothing before it is "
+        "abandoned (a stream's run and model call stop with it).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )

@@ -32,6 +32,7 @@ from context_kit_service.server.middleware import (
     RequestContextMiddleware,
 )
 from context_kit_service.server.openapi import install_openapi
+from context_kit_service.server.stalled_clients import StalledClientMiddleware
 from context_kit_service.server.state import ServiceState
 from context_kit_service.settings import Settings, get_settings
 
@@ -69,6 +70,7 @@ def add_middleware(app: FastAPI, settings: Settings) -> None:
             token=settings.auth_token.get_secret_value(),
             cors_origins=frozenset(settings.cors_origins),
         )
+    app.add_middleware(StalledClientMiddleware, stall_s=settings.stream_stall_s)
     app.add_middleware(RequestContextMiddleware)
 
 

@@ -113,7 +113,7 @@ def _summary(details: list[dict[str, str]], prefix: str) -> str:
     return prefix + "; ".join(f"{item['field']}: {item['message']}" for item in details[:5])
 
 
-def _original(exc: BaseException) -> BaseException:
+def original(exc: BaseException) -> BaseException:
     """What was raised, through the wrappers of a started stream: its task group, and
     Starlette's "Caught handled exception, but response already started"."""
     while True:
@@ -129,7 +129,7 @@ def _original(exc: BaseException) -> BaseException:
 
 def classify(exc: BaseException) -> Classified:
     """The one error policy: what a client is told about `exc`, on every route and stream."""
-    exc = _original(exc)
+    exc = original(exc)
     if isinstance(exc, ServiceError):
         return Classified(exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, ProviderError):
@@ -168,7 +168,7 @@ def classify(exc: BaseException) -> Classified:
 
 def log_error(exc: BaseException, classified: Classified) -> None:
     """Unexpected errors with their traceback; expected ones as one line."""
-    exc = _original(exc)
+    exc = original(exc)
     expected = isinstance(exc, ProviderError | NotStartedError) or as_storage_error(exc)
     if classified.status >= 500 and not expected:
         logger.error("unhandled error", exc_info=exc)

@@ -14,8 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from context_kit_service.repository.yaml_io import BoundsExceeded, check_bounds
-from context_kit_service.server.errors import classify, error_body, log_error
+from context_kit_service.server.errors import classify, error_body, log_error, original
 from context_kit_service.server.logging import request_id_var
+from context_kit_service.server.stalled_clients import ClientStalled
 
 logger = logging.getLogger("context_kit_service.access")
 
@@ -63,7 +64,12 @@ class _Answer:
         await self._send(message)
 
     async def fail(self, exc: Exception) -> None:
-        """Answer `exc` under the error policy: an error body, or the stream's last event."""
+        """Answer `exc` under the error policy: an error body, or the stream's last event
+        (nothing to a client that stopped reading: the connection is dropped)."""
+        if isinstance(original(exc), ClientStalled):
+            self.held = None
+            logger.info("client stalled", extra={"detail": str(original(exc))})
+            return
         classified = classify(exc)
         log_error(exc, classified)
         if self.status == 0:

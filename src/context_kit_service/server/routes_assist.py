@@ -6,7 +6,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -84,7 +85,7 @@ def _last_event(
 _END = object()
 
 
-async def in_own_task(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def in_own_task(stream: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     """`stream`'s items, the stream itself consumed by a task of its own. When the consumer
     stops early (the client left: the response's task group cancels it), that task is
     cancelled the plain asyncio way, and LangGraph then cancels the graph's running nodes.
@@ -98,6 +99,9 @@ async def in_own_task(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 await queue.put(item)
         except Exception as exc:
             await queue.put(exc)
+        finally:  # cancelled while waiting to put (no reader): the graph stops too
+            if (close := getattr(stream, "aclose", None)) is not None:
+                await close()
         await queue.put(_END)
 
     task = asyncio.create_task(pump())
@@ -120,7 +124,8 @@ async def stream_answer(
 ) -> AsyncIterator[ServerSentEvent]:
     """token… then complete (or approval), or one error event (classified like every other
     route's errors: its `code` and message say what to fix), then [DONE]. Closing the
-    connection cancels the graph, and with it the model call and any running tool."""
+    connection, or a client that stops reading (CKS_STREAM_STALL_S), cancels the graph, and
+    with it the model call and any running tool."""
     started = time.perf_counter()
     try:
         thread_id = config["configurable"]["thread_id"]
@@ -129,15 +134,15 @@ async def stream_answer(
         values: dict[str, Any] = {}
         modes: list[StreamMode] = ["messages", "values"]
         stream = graph.astream(payload, config, stream_mode=modes, **assistant.options(graph))
-        async for mode, item in in_own_task(stream):
-            if mode == "values":
-                interrupts = item.get("__interrupt__", ())
-                values = values if interrupts else item
-            elif _is_answer(*item):
-                yield sse(
-                    {"type": "token", "token": item[0].text, "metadata": {"tokenIndex": index}}
-                )
-                index += 1
+        async with aclosing(in_own_task(stream)) as items:  # closed with this generator too
+            async for mode, item in items:
+                if mode == "values":
+                    interrupts = item.get("__interrupt__", ())
+                    values = values if interrupts else item
+                elif _is_answer(*item):
+                    token = {"tokenIndex": index}
+                    yield sse({"type": "token", "token": item[0].text, "metadata": token})
+                    index += 1
         yield _last_event(body, thread_id, values, interrupts, index, started)
     except Exception as exc:
         classified = classify(exc)

@@ -20,10 +20,11 @@ there it is refused (`PendingApprovalError`, 409 NO_PENDING_APPROVAL) on every r
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import ConfigurableFieldSpec, Runnable, RunnableConfig
@@ -237,15 +238,19 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         graph, payload, config = await self.start(input, config)
-        async for item in graph.astream(payload, config, **self.options(graph), **kwargs):
-            yield item
+        stream = graph.astream(payload, config, **self.options(graph), **kwargs)
+        async with aclosing(cast(AsyncGenerator[Any, None], stream)) as items:  # closed with this one: the graph stops too
+            async for item in items:
+                yield item
 
     async def astream_log(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         graph, payload, config = await self.start(input, config)
-        async for patch in graph.astream_log(payload, config, **self.options(graph), **kwargs):
-            yield patch
+        log = graph.astream_log(payload, config, **self.options(graph), **kwargs)
+        async with aclosing(cast(AsyncGenerator[Any, None], log)) as patches:
+            async for patch in patches:
+                yield patch
 
     async def astream_events(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -255,16 +260,18 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
         which the JavaScript RemoteRunnable would rewrite)."""
         graph, payload, config = await self.start(input, config)
         root = None
-        async for event in graph.astream_events(payload, config, **self.options(graph), **kwargs):
-            root = root or event["run_id"]
-            output = event["data"].get("output")
-            if (
-                event["run_id"] == root
-                and event["event"] == "on_chain_end"
-                and isinstance(output, dict)
-            ):
-                event["data"]["output"] = self.plain_output(output, config)
-            yield event
+        events = graph.astream_events(payload, config, **self.options(graph), **kwargs)
+        async with aclosing(events) as each:
+            async for event in each:
+                root = root or event["run_id"]
+                output = event["data"].get("output")
+                if (
+                    event["run_id"] == root
+                    and event["event"] == "on_chain_end"
+                    and isinstance(output, dict)
+                ):
+                    event["data"]["output"] = self.plain_output(output, config)
+                yield event
 
 
 class ReportingGraph(ServedGraph):
