@@ -281,15 +281,9 @@ async def test_health_reports_the_default_repository_index(
     from context_kit_service.server.health import check_index
 
     settings = make_settings(repo_path=sample_copy)
-    assert (
-        check_index(settings).detail
-        == "index not built yet (builds on the first query)"
-    )
+    assert check_index(settings).detail == "index not built yet (builds on the first query)"
     await search_repository(settings, sample_copy, "passkey", top_k=1)
-    assert (
-        check_index(settings).detail
-        == "index: 185 chunks, local:all-MiniLM-L6-v2"
-    )
+    assert check_index(settings).detail == "index: 185 chunks, local:all-MiniLM-L6-v2"
 
 
 def test_an_excerpt_keeps_what_answers_the_question_in_its_order() -> None:

@@ -239,7 +239,9 @@ class ServedGraph(Runnable[dict[str, Any], dict[str, Any]]):
     ) -> AsyncIterator[Any]:
         graph, payload, config = await self.start(input, config)
         stream = graph.astream(payload, config, **self.options(graph), **kwargs)
-        async with aclosing(cast(AsyncGenerator[Any, None], stream)) as items:  # closed with this one: the graph stops too
+        async with aclosing(
+            cast(AsyncGenerator[Any, None], stream)
+        ) as items:  # closed with this one: the graph stops too
             async for item in items:
                 yield item
 
