@@ -272,3 +272,52 @@ def test_without_vnni_mpnet_needs_7_bit_weights(tmp_path: Path) -> None:
     assert without_vnni["7-bit"] >= INT8_AGREEMENT
     assert without_vnni["7-bit"] == pytest.approx(here, abs=1e-3)  # 7 bits: the same everywhere
     assert here >= INT8_AGREEMENT
+
+
+def test_the_first_use_exports_in_a_child_and_the_serving_process_never_imports_torch(
+    tmp_path: Path,
+) -> None:
+    """A fresh cache: the export runs (through torch) in a process of its own; the process
+    that embeds has ONNX Runtime only, before and after, so it gives nothing to torch."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from context_kit_service.local_models import LocalEmbeddings\n"
+        f"embeddings = LocalEmbeddings(cache_dir=Path({str(tmp_path)!r}))\n"
+        "vector = embeddings.embed_query('a sentence')\n"
+        "print(len(vector), 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["384", "False"]
+    assert len(list(tmp_path.glob("*/model.onnx"))) == 1
+
+
+def test_a_batch_of_long_documents_gives_its_memory_back(exported: LocalEmbeddings) -> None:
+    """Indexing embeds batches of long passages (hundreds of MB of activations in ONNX
+    Runtime's arena); afterwards the process is back within 150 MB of where it was (it
+    stayed 1.5 GB higher before), measured in a fresh process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import psutil\n"
+        "from pathlib import Path\n"
+        "from context_kit_service.local_models import LocalEmbeddings\n"
+        f"embeddings = LocalEmbeddings(cache_dir=Path({str(exported.cache_dir)!r}))\n"
+        "embeddings.embed_query('warm up')\n"
+        "before = psutil.Process().memory_info().rss\n"
+        "for _ in range(3):\n"
+        "    embeddings.embed_documents(['word ' * 300] * 64)\n"
+        "print((psutil.Process().memory_info().rss - before) // 2**20)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) < 150

@@ -1,11 +1,12 @@
 """`LocalEmbeddings`: an embedded sentence-transformers model, run by ONNX Runtime: a packaged
 model by name (`all-MiniLM-L6-v2` by default, `all-mpnet-base-v2`), or a folder.
 
-On first use the model is exported to ONNX (through torch, once per model and export
-version) into the cache, beside its tokenizer set to the model's own sequence length. Later
-starts load only ONNX Runtime and that tokenizer: no torch. ONNX Runtime embeds a short query
-in about a quarter of the time torch takes, with the same vectors (within 1e-6). A model the
-export does not cover (a pooling other than mean or CLS, a module after it other than
+On first use the model is exported to ONNX (through torch, in a child process, once per
+model and export version) into the cache, beside its tokenizer set to the model's own
+sequence length. The serving process loads only ONNX Runtime and that tokenizer: no torch.
+ONNX Runtime embeds a short query in about a quarter of the time torch takes, with the same
+vectors (within 1e-6); a batch of documents gives back the memory it took when it is done.
+A model the export does not cover (a pooling other than mean or CLS, a module after it other than
 Normalize), or a cache that cannot be written, runs through sentence-transformers as before.
 
 A packaged model marked `int8` is exported with int8 weights (`quantize`): all-mpnet-base-v2
@@ -17,6 +18,8 @@ Packaged embeddings). Only where its vectors agree with the full-precision model
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -173,7 +176,7 @@ def load_encoder(model_path: Path, cache_dir: Path, *, int8: bool = False) -> En
     folder = cache_dir / cache_key(model_path, int8=int8)
     if not (folder / "model.onnx").is_file():
         try:
-            export(model_path, folder, int8=int8)
+            export_in_child(model_path, folder, int8=int8)
         except (UnsupportedModel, OSError) as exc:
             log.warning("embedding %s with torch: %s", model_path, exc)
             return TorchEncoder(model_path)
@@ -220,6 +223,10 @@ class OnnxEncoder:
         self.session = onnxruntime.InferenceSession(
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
+        self.shrinking = onnxruntime.RunOptions()
+        """For batches of documents: ONNX Runtime's arena gives back what a run used (a
+        batch of long passages takes hundreds of MB that a query never needs again)."""
+        self.shrinking.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         import numpy as np
@@ -238,8 +245,17 @@ class OnnxEncoder:
                 feed["attention_mask"][row, :length] = 1
                 if "token_type_ids" in feed:
                     feed["token_type_ids"][row, :length] = encoding.type_ids
-            vectors[batch] = self.session.run(None, feed)[0]
+            options = self.shrinking if len(texts) > 1 else None
+            vectors[batch] = self.session.run(None, feed, options)[0]
+        if len(texts) > 1:
+            give_back_memory()
         return vectors
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps them otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class TorchEncoder:
@@ -261,6 +277,17 @@ def sentence_transformer(model_path: Path) -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(model_path), device="cpu").eval()
+
+
+def export_in_child(model_path: Path, folder: Path, *, int8: bool = False) -> None:
+    """`export`, in a process of its own: the export needs torch (hundreds of MB, never given
+    back to the system once imported), the serving process only ONNX Runtime."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch here
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        pool.submit(export, model_path, folder, int8=int8).result()
 
 
 def export(
