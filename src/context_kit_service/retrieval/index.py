@@ -33,6 +33,7 @@ from context_kit_service.retrieval import explanations, generations
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
 from context_kit_service.retrieval.lexical import FILENAME as LEXICAL_FILE
 from context_kit_service.retrieval.lexical import TOKENIZER, LexicalIndex
+from context_kit_service.retrieval.names import Names
 from context_kit_service.retrieval.store import FaissStore
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class RepositoryIndex:
         self.signature: Signature | None = None
         self.chunks_of: dict[str, list[int]] = {}
         """Each entity's (or document's) own passages (chunk ids, not views), in order."""
+        self.names = Names()
+        """The entities' ids and titles, for the ones a question names exactly."""
         self._lock = threading.Lock()
         """One sync at a time."""
         self._view_lock = threading.Lock()
@@ -131,6 +134,10 @@ class RepositoryIndex:
             if not docs[doc_id].metadata.get("view"):
                 owners.setdefault(docs[doc_id].metadata["entityId"], []).append(doc_id)
         self.chunks_of = owners
+        titles = ((owner, docs[chunks[0]].metadata) for owner, chunks in owners.items())
+        self.names = Names.of(
+            (owner, meta["title"]) for owner, meta in titles if meta["entityType"] != "document"
+        )
 
     def _forget(self) -> None:
         """Drop what is in memory: the next sync reads the index from disk again."""
@@ -139,6 +146,7 @@ class RepositoryIndex:
                 self.lexical.close()
             self.store, self.lexical, self.files = None, None, {}
             self.signature, self.chunks_of, self._loaded = None, {}, False
+            self.names = Names()
 
     # --- keeping in step -------------------------------------------------------------------
 

@@ -278,10 +278,25 @@ def search_index(
         groups = [g for g in groups if owner_type(g.owner) in allowed]
     if mmr:
         groups = _diversify(index, vector, groups, k)
+    named = [n for n in index.names.named_in(query) if not allowed or owner_type(n) in allowed]
+    groups = named_first(groups, named, best / (rrf_k + 1))
     return [
         _source(g, owner_type(g.owner), g.score * (rrf_k + 1) / best, docs, chunks_of, query)
         for g in groups[:k]
     ]
+
+
+def named_first(groups: list[Group], named: list[str], score: float) -> list[Group]:
+    """The entities the question names exactly first, in its order, with the best score (one
+    the searches did not find is added); then the rest as ranked."""
+    if not named:
+        return groups
+    found = {g.owner: g for g in groups}
+    first = [found.get(owner) or Group(owner) for owner in named]
+    for group in first:
+        group.score = score
+    chosen = set(named)
+    return first + [g for g in groups if g.owner not in chosen]
 
 
 def _representative(g: Group, chunks_of: dict[str, list[int]]) -> int:
