@@ -194,3 +194,58 @@ def test_langsmith_upload_adds_one_example_per_result(monkeypatch: pytest.Monkey
     monkeypatch.delenv("LANGSMITH_API_KEY", raising=False)
     with pytest.raises(ValueError, match="--langsmith needs LANGSMITH_API_KEY"):
         upload(meta, {}, results)
+
+
+def test_facts_are_compared_after_normalising_case_punctuation_and_numbers() -> None:
+    assert metrics.normalised("Version v0.1.0 of Quayside-UI; 1,000 users in 10MB.") == (
+        " version v 0.1.0 of quayside ui 1000 users in 10 mb "
+    )
+    answer = "The ledger service is owned by the Platform Team [SVC-002]; it is at v2.1."
+    assert metrics.states(answer, ["platform-team", "platform team"]) is True
+    assert metrics.states(answer, ["2.1"]) is True
+    assert metrics.states(answer, ["2.10"]) is False
+    assert metrics.states(answer, ["team platform"]) is False
+    assert metrics.states("The status is proposed.", ["propose"]) is False  # whole words only
+
+
+def test_an_answer_is_correct_only_when_it_states_every_fact() -> None:
+    facts = [["proposed"], ["FEAT-002", "the feature builder"]]
+    assert metrics.answer_correct("The feature builder is proposed.", facts) is True
+    assert metrics.answer_correct("FEAT-002's status is proposed.", facts) is True
+    assert metrics.answer_correct("The feature builder is done.", facts) is False
+    assert metrics.answer_correct("anything", []) is True
+
+
+def test_a_citation_is_right_only_when_it_holds_the_answer() -> None:
+    retrieved = ["T-001", "FEAT-001", "SPEC-001"]
+    assert metrics.cites_answering(["T-001"], ["FEAT-001"]) is False
+    assert metrics.cites_answering(["T-001", "FEAT-001"], ["FEAT-001"]) is True
+    assert metrics.wrong_citation(["T-001"], retrieved, ["FEAT-001"]) is True
+    assert metrics.wrong_citation(["FEAT-001"], retrieved, ["FEAT-001"]) is False
+    assert metrics.wrong_citation(["T-999"], retrieved, ["FEAT-001"]) is False  # ungrounded
+    assert metrics.wrong_citation(["FEAT-001"], retrieved, []) is True  # nothing answers it
+
+
+def test_an_abstention_says_so_and_cites_nothing() -> None:
+    from context_kit_service.graphs.rag import UNANSWERED
+
+    said = "The repository does not say who the auditor is."
+    assert metrics.abstained(said, [], UNANSWERED) is True
+    assert metrics.abstained(said + " [CONST-001]", ["CONST-001"], UNANSWERED) is False
+    assert metrics.abstained("The auditor is Ada [CONST-001].", ["CONST-001"], UNANSWERED) is False
+    assert metrics.abstained("The auditor is Ada.", [], UNANSWERED) is False
+
+
+def test_an_unanswerable_example_has_no_relevant_ids_and_no_facts() -> None:
+    from pydantic import ValidationError
+
+    from context_kit_service.evaluation.suites import RagExample
+
+    RagExample(id="u1", question="Who audits the port?", answerable=False)
+    for bad in (
+        {"id": "u2", "question": "Who?", "answerable": False, "relevant": ["T-001"]},
+        {"id": "u3", "question": "Who?", "answerable": False, "facts": [["Ada"]]},
+        {"id": "a1", "question": "Who?"},
+    ):
+        with pytest.raises(ValidationError):
+            RagExample.model_validate(bad)

@@ -55,7 +55,7 @@ def test_every_dataset_loads() -> None:
 def test_a_bad_dataset_line_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "rag.jsonl"
     bad.write_text('{"id": "q1", "question": "ok?", "relevant": ["T-001"]}\n{"id": "q2"}\n')
-    with pytest.raises(ValueError, match=r"rag.jsonl:2: not a rag example: 2 validation errors"):
+    with pytest.raises(ValueError, match=r"rag.jsonl:2: not a rag example: 1 validation error"):
         SUITES["rag"].load(bad)
 
 
@@ -70,6 +70,8 @@ async def test_scripted_rag_scores_retrieval_and_citations(make_settings) -> Non
         "mrr": 0.875,
         "grounded": 0.75,
         "cites_sources": 1.0,
+        "cites_answering": 0.75,
+        "wrong_citation": 0.0,  # T-999 was never retrieved: ungrounded, not a wrong source
         "prompt_tokens": 400,
         "completion_tokens": 80,
         "errors": 0,
@@ -178,6 +180,8 @@ def test_cli_over_http_writes_the_report_and_gates(
         "mrr": 0.8333,
         "grounded": 1.0,
         "cites_sources": 1.0,
+        "cites_answering": 0.6667,  # the agent cites its first source, not always the answer's
+        "wrong_citation": 0.3333,
         "prompt_tokens": 33,
         "completion_tokens": 12,
         "errors": 0,
@@ -274,6 +278,12 @@ async def test_rag_scores_per_category_on_each_examples_repository(make_settings
         "cites_sources[derived]": 1.0,
         "cites_sources[paraphrase]": 1.0,
         "cites_sources[rare]": 1.0,
+        "cites_answering[derived]": 1.0,
+        "cites_answering[paraphrase]": 1.0,
+        "cites_answering[rare]": 1.0,
+        "wrong_citation[derived]": 0.0,
+        "wrong_citation[paraphrase]": 0.0,
+        "wrong_citation[rare]": 0.0,
     }
 
 

@@ -63,6 +63,14 @@ def add_parser(commands: Any) -> None:
         help="exit 1 when a metric's mean is below VALUE (repeatable)",
     )
     parser.add_argument(
+        "--fail-over",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when a metric's mean is above VALUE, for one where less is better "
+        "(wrong_citation) (repeatable)",
+    )
+    parser.add_argument(
         "--langsmith", action="store_true", help="also upload to LangSmith (LANGSMITH_API_KEY)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,7 +85,7 @@ def _thresholds(pairs: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise ValueError(f"--fail-under wants METRIC=NUMBER, got {pair!r}")
+            raise ValueError(f"--fail-under and --fail-over want METRIC=NUMBER, got {pair!r}")
     return thresholds
 
 
@@ -117,7 +125,9 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> int:
+async def _evaluate(
+    args: argparse.Namespace, thresholds: dict[str, float], ceilings: dict[str, float]
+) -> int:
     """Run the suite once per retrieval mode asked for; the thresholds apply to the first."""
     modes: list[str | None] = list(dict.fromkeys(args.retrieval or [None]))
     started = datetime.now(UTC)
@@ -135,6 +145,10 @@ async def _evaluate(args: argparse.Namespace, thresholds: dict[str, float]) -> i
         f"{name} {first.get(name, float('nan')):g} < {limit:g}"
         for name, limit in thresholds.items()
         if not first.get(name, float("-inf")) >= limit
+    ] + [
+        f"{name} {first.get(name, float('nan')):g} > {limit:g}"
+        for name, limit in ceilings.items()
+        if not first.get(name, float("inf")) <= limit
     ]
     for line in failed:
         print(f"FAIL {line}", file=sys.stderr)
@@ -185,7 +199,8 @@ async def _evaluate_once(
 
 def retrieval_table(summaries: dict[str, dict[str, float]]) -> str:
     """A Markdown table with one row per retrieval mode and a column per quality metric."""
-    from context_kit_service.evaluation.report import LOWER_IS_BETTER, NEUTRAL
+    from context_kit_service.evaluation.metrics import LOWER_IS_BETTER
+    from context_kit_service.evaluation.report import NEUTRAL
 
     names = [n for n in next(iter(summaries.values())) if n not in LOWER_IS_BETTER + NEUTRAL]
     lines = [
@@ -207,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
-        thresholds = _thresholds(args.fail_under)
-        return asyncio.run(_evaluate(args, thresholds))
+        floors, ceilings = _thresholds(args.fail_under), _thresholds(args.fail_over)
+        return asyncio.run(_evaluate(args, floors, ceilings))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from context_kit_service.retrieval.lexical import WORD, topic_words
+
+LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms", "errors", "wrong_citation")
+"""Metrics where less is better (an example that fails scores 1 on a per-example one)."""
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float:
@@ -33,6 +37,48 @@ def grounded(cited: Sequence[str], retrieved: Sequence[str]) -> bool:
 
 def cites_sources(cited: Sequence[str]) -> bool:
     return bool(cited)
+
+
+_THOUSANDS = re.compile(r"(?<=\d)[,_](?=\d{3}\b)")
+_NOT_WORD = re.compile(r"(?:(?<!\d)\.|\.(?!\d)|[^\w.])+")
+_UNIT = re.compile(r"(?<=\d)(?=[^\W\d])|(?<=[^\W\d])(?=\d)")
+
+
+def normalised(text: str) -> str:
+    """`text` as facts are compared: lower case, digit groups joined (`1,000` -> `1000`),
+    numbers apart from the letters beside them (`10MB` -> `10 mb`, `v0.1.0` -> `v 0.1.0`),
+    punctuation as spaces except a dot inside a number (`0.1.0`, `2.5`), one space between
+    words, and a space at each end (so a form matches whole words)."""
+    text = _UNIT.sub(" ", _THOUSANDS.sub("", text.casefold()))
+    return f" {' '.join(_NOT_WORD.sub(' ', text).split())} "
+
+
+def states(answer: str, forms: Sequence[str]) -> bool:
+    """Whether `answer` states a fact: it holds one of its accepted `forms` as whole words."""
+    said = normalised(answer)
+    return any(normalised(form) in said for form in forms if form.strip())
+
+
+def answer_correct(answer: str, facts: Sequence[Sequence[str]]) -> bool:
+    """Whether the answer states every reference fact (each a list of accepted forms)."""
+    return all(states(answer, forms) for forms in facts)
+
+
+def cites_answering(cited: Sequence[str], relevant: Sequence[str]) -> bool:
+    """Whether the answer cites an entity that holds the answer (one of `relevant`)."""
+    return bool(set(cited) & set(relevant))
+
+
+def wrong_citation(cited: Sequence[str], retrieved: Sequence[str], relevant: Sequence[str]) -> bool:
+    """Whether the answer cites a retrieved entity that does not hold the answer: a wrong
+    citation, however grounded (for a question the repository cannot answer, any citation)."""
+    return bool((set(cited) & set(retrieved)) - set(relevant))
+
+
+def abstained(answer: str, cited: Sequence[str], says_unanswered: re.Pattern[str]) -> bool:
+    """Whether an answer to a question the repository cannot answer says so (`says_unanswered`
+    finds it) and invents nothing: it cites no entity."""
+    return bool(says_unanswered.search(answer)) and not cited
 
 
 def _lookup(entity: Mapping[str, Any], dotted: str) -> Any:

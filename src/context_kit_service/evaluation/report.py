@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from context_kit_service.evaluation.metrics import LOWER_IS_BETTER
 from context_kit_service.evaluation.runner import ExampleResult
 
-LOWER_IS_BETTER = ("latency_p50_ms", "latency_p95_ms", "errors")
 NEUTRAL = ("examples", "prompt_tokens", "completion_tokens")
 QUALITY_TOLERANCE = 0.02
 """A quality metric regresses when it drops by more than this (absolute)."""
@@ -127,6 +127,8 @@ class Comparison:
 def _verdict(metric: str, before: float, after: float) -> str:
     if metric in NEUTRAL:
         return "same"
+    if metric == "wrong_citation":  # a share, like the quality metrics: less is better
+        return _verdict("quality", after, before)
     if metric in LOWER_IS_BETTER:
         limit = before * (1 + LATENCY_TOLERANCE) if metric != "errors" else before
         if after > limit:

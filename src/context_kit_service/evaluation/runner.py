@@ -36,7 +36,7 @@ async def run_example(suite: Suite[Any], example: BaseModel, target: Target) -> 
         return ExampleResult(
             id=getattr(example, "id", "?"),
             ok=False,
-            metrics=dict.fromkeys(suite.metrics, 0.0),
+            metrics={m: float(m in metrics.LOWER_IS_BETTER) for m in suite.metrics},
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             input=example.model_dump(),
             output={},

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from context_kit_service.evaluation import metrics
 from context_kit_service.evaluation.targets import Target
-from context_kit_service.graphs.rag import CITATION
+from context_kit_service.graphs.rag import CITATION, UNANSWERED
 from context_kit_service.repository.types import EntityTypeName
 
 K = 5
@@ -24,7 +24,19 @@ K = 5
 class RagExample(BaseModel):
     id: str
     question: str = Field(min_length=1)
-    relevant: list[str] = Field(min_length=1, description="Entity ids that answer it.")
+    relevant: list[str] = Field(
+        default_factory=list,
+        description="Entity ids that hold the answer (none for a question the repository "
+        "cannot answer).",
+    )
+    facts: list[list[str]] = Field(
+        default_factory=list,
+        description="What a right answer states: each fact a list of accepted forms, "
+        "compared after normalising case, punctuation and number formats.",
+    )
+    answerable: bool = Field(
+        default=True, description="False: the repository does not hold the answer."
+    )
     reference: str | None = Field(default=None, description="A reference answer (reported).")
     category: str | None = Field(
         default=None, description="Its kind (metrics are also reported per category)."
@@ -39,6 +51,14 @@ class RagExample(BaseModel):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         return os.path.abspath(value) if value else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RagExample:
+        if self.answerable and not self.relevant:
+            raise ValueError("an answerable example needs at least one relevant id")
+        if not self.answerable and (self.relevant or self.facts):
+            raise ValueError("an unanswerable example has no relevant ids and no facts")
+        return self
 
 
 class LinkCheck(BaseModel):
@@ -114,14 +134,25 @@ async def run_rag(example: RagExample, target: Target) -> Scored:
         payload["repo_path"] = example.repo
     output = await target.invoke("rag", payload)
     retrieved = [s["entity_id"] for s in output["sources"]]
-    cited = list(dict.fromkeys(CITATION.findall(output["answer"])))
-    return Scored(
-        metrics={
+    answer: str = output["answer"]
+    cited = list(dict.fromkeys(CITATION.findall(answer)))
+    scores = {
+        "grounded": float(metrics.grounded(cited, retrieved)),
+        "wrong_citation": float(metrics.wrong_citation(cited, retrieved, example.relevant)),
+    }
+    if example.answerable:
+        scores |= {
             f"recall@{K}": metrics.recall_at_k(retrieved, example.relevant, K),
             "mrr": metrics.reciprocal_rank(retrieved, example.relevant),
-            "grounded": float(metrics.grounded(cited, retrieved)),
             "cites_sources": float(metrics.cites_sources(cited)),
-        },
+            "cites_answering": float(metrics.cites_answering(cited, example.relevant)),
+        }
+        if example.facts:
+            scores["answer_correct"] = float(metrics.answer_correct(answer, example.facts))
+    else:
+        scores["abstained_right"] = float(metrics.abstained(answer, cited, UNANSWERED))
+    return Scored(
+        metrics=scores,
         output={"answer": output["answer"], "retrieved": retrieved, "cited": cited},
         prompt_tokens=output.get("prompt_tokens", 0),
         completion_tokens=output.get("completion_tokens", 0),
@@ -204,7 +235,21 @@ async def run_assistant(example: AssistantExample, target: Target) -> Scored:
 
 
 SUITES: dict[str, Suite[Any]] = {
-    "rag": Suite("rag", RagExample, run_rag, (f"recall@{K}", "mrr", "grounded", "cites_sources")),
+    "rag": Suite(
+        "rag",
+        RagExample,
+        run_rag,
+        (
+            f"recall@{K}",
+            "mrr",
+            "grounded",
+            "cites_sources",
+            "answer_correct",
+            "cites_answering",
+            "wrong_citation",
+            "abstained_right",
+        ),
+    ),
     "generation": Suite(
         "generation",
         GenerationExample,
