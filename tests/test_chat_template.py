@@ -189,7 +189,7 @@ def test_the_answer_stream_hides_a_call_and_passes_an_answer() -> None:
 
 
 async def test_an_invented_citation_cannot_be_decoded(qwen: LocalChatModel) -> None:
-    from context_kit_service.graphs.rag import CITATION
+    from context_kit_service.graphs.citations import CITATION
     from context_kit_service.local_models.grammar import citation_grammar
 
     asked = [HumanMessage("Repeat exactly, nothing else: See [T-999] and [FEAT-001].")]

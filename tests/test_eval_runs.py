@@ -14,6 +14,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from context_kit_service.evaluation.command import SUITE_NAMES
+from context_kit_service.evaluation.metrics import LOWER_IS_BETTER
 from context_kit_service.evaluation.runner import run_suite, summarize
 from context_kit_service.evaluation.suites import SUITES
 from context_kit_service.evaluation.targets import LocalTarget
@@ -72,6 +73,8 @@ async def test_scripted_rag_scores_retrieval_and_citations(make_settings) -> Non
         "cites_sources": 1.0,
         "cites_answering": 0.75,
         "wrong_citation": 0.0,  # T-999 was never retrieved: ungrounded, not a wrong source
+        "answered_right": 0.0,  # "See [ID]." states no fact
+        "answer_correct": 0.0,
         "prompt_tokens": 400,
         "completion_tokens": 80,
         "errors": 0,
@@ -182,6 +185,8 @@ def test_cli_over_http_writes_the_report_and_gates(
         "cites_sources": 1.0,
         "cites_answering": 0.6667,  # the agent cites its first source, not always the answer's
         "wrong_citation": 0.3333,
+        "answered_right": 0.0,
+        "answer_correct": 0.0,
         "prompt_tokens": 33,
         "completion_tokens": 12,
         "errors": 0,
@@ -227,7 +232,20 @@ def test_cli_model_option_chooses_the_in_process_model(make_settings, tmp_path: 
 
 
 GATE = {
-    "rag": (6, {"recall@5": 0.95, "mrr": 0.85, "grounded": 1.0, "cites_sources": 0.8}),
+    "rag": (
+        6,
+        {
+            "recall@5": 0.95,
+            "mrr": 0.85,
+            "grounded": 1.0,
+            "cites_sources": 0.8,
+            # measured 0.5 / 0.5 / 0.67 / 0.5 on these 6 (2026-12-07), less one example
+            "answered_right": 0.33,
+            "answer_correct": 0.33,
+            "cites_answering": 0.5,
+            "wrong_citation": 0.67,  # a ceiling: less is better
+        },
+    ),
     "generation": (
         3,
         {"schema_valid": 1.0, "link_correct": 1.0, "novelty": 0.7, "on_topic": 0.5},
@@ -235,7 +253,12 @@ GATE = {
     "tool_use": (5, {"tool_selected": 0.8, "argument_accuracy": 0.7}),
     "assistant": (6, {"remembered": 0.8}),
 }
-"""The CI thresholds per suite (examples, metric floors): the README's figures less a margin."""
+"""The CI thresholds per suite (examples, metric floors; ceilings for a metric where less is
+better): the README's figures less a margin."""
+
+
+def misses(metric: str, score: float, limit: float) -> bool:
+    return score > limit if metric in LOWER_IS_BETTER else score < limit
 
 
 @pytest.mark.model
@@ -253,7 +276,7 @@ async def test_embedded_model_gate(make_settings) -> None:
         f"{suite}.{metric}": score
         for suite, found in scores.items()
         for metric, score in found.items()
-        if score < GATE[suite][1][metric]
+        if misses(metric, score, GATE[suite][1][metric])
     }
     assert below == {}, scores
 
@@ -262,7 +285,7 @@ async def test_rag_scores_per_category_on_each_examples_repository(make_settings
     hard = SUITES["rag"].load(DATASETS / "rag_hard.jsonl")
     items = [e for e in hard if e.id in ("para-01", "rare-01", "derv-01")]
     assert [Path(e.repo or "").name for e in items] == ["context-repo", "context-repo", "port-repo"]
-    model = replies("See [US-002].", "See [CONST-001].", "See [FEAT-001].")
+    model = replies("[US-002]", "[CONST-001]", "[FEAT-001]")  # a citation, no fact
     summary = await evaluate("rag", model, make_settings(), items)
     per_category = {k: v for k, v in without_timing(summary).items() if "[" in k}
     assert per_category == {
@@ -284,6 +307,12 @@ async def test_rag_scores_per_category_on_each_examples_repository(make_settings
         "wrong_citation[derived]": 0.0,
         "wrong_citation[paraphrase]": 0.0,
         "wrong_citation[rare]": 0.0,
+        "answered_right[derived]": 1.0,  # "[FEAT-001]" names the feature asked for
+        "answered_right[paraphrase]": 0.0,
+        "answered_right[rare]": 0.0,
+        "answer_correct[derived]": 1.0,
+        "answer_correct[paraphrase]": 0.0,
+        "answer_correct[rare]": 0.0,
     }
 
 

@@ -57,7 +57,15 @@ def test_answer_with_sources_and_timings(rag_client: tuple[TestClient, ScriptedM
     )
     assert body["sources"][0]["supporting"] == []
     metadata = body["metadata"]
-    assert set(metadata) == {"retrievalTimeMs", "generationTimeMs", "totalSources", "topK", "model"}
+    assert set(metadata) == {
+        "retrievalTimeMs",
+        "generationTimeMs",
+        "totalSources",
+        "topK",
+        "model",
+        "indexStale",
+    }
+    assert metadata["indexStale"] is False
     assert (metadata["totalSources"], metadata["topK"]) == (3, 3)
     assert metadata["retrievalTimeMs"] > 0
     assert metadata["generationTimeMs"] > 0
@@ -87,7 +95,9 @@ def test_langserve_route_reports_cited_ids_within_the_retrieved_ones(make_settin
         "model",
         "prompt_tokens",
         "completion_tokens",
+        "index_stale",
     }
+    assert output["index_stale"] is None
 
 
 def test_nothing_relevant_says_so_without_calling_the_model(
@@ -106,6 +116,7 @@ def test_nothing_relevant_says_so_without_calling_the_model(
             "generationTimeMs": 0.0,
             "totalSources": 0,
             "topK": 5,
+            "indexStale": False,
         },
     }
     assert model.prompts == []

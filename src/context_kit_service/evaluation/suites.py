@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from context_kit_service.evaluation import metrics
 from context_kit_service.evaluation.targets import Target
-from context_kit_service.graphs.rag import CITATION, UNANSWERED
+from context_kit_service.graphs.citations import CITATION
+from context_kit_service.graphs.rag import UNANSWERED
 from context_kit_service.repository.types import EntityTypeName
 
 K = 5
@@ -148,7 +149,9 @@ async def run_rag(example: RagExample, target: Target) -> Scored:
             "cites_answering": float(metrics.cites_answering(cited, example.relevant)),
         }
         if example.facts:
-            scores["answer_correct"] = float(metrics.answer_correct(answer, example.facts))
+            correct = metrics.answer_correct(answer, example.facts)
+            scores["answer_correct"] = float(correct)
+            scores["answered_right"] = float(correct and scores["cites_answering"] == 1.0)
     else:
         scores["abstained_right"] = float(metrics.abstained(answer, cited, UNANSWERED))
     return Scored(
@@ -244,6 +247,7 @@ SUITES: dict[str, Suite[Any]] = {
             "mrr",
             "grounded",
             "cites_sources",
+            "answered_right",
             "answer_correct",
             "cites_answering",
             "wrong_citation",

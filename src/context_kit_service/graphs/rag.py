@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -20,16 +21,18 @@ from context_kit_service.configuration import (
     service_settings,
 )
 from context_kit_service.graphs import prompts
+from context_kit_service.graphs.citations import CITATION, recited
+from context_kit_service.graphs.passages import source_passage
 from context_kit_service.graphs.retrieval import RetrievalRequest, retrieve
 from context_kit_service.local_models import LocalChatModel
 from context_kit_service.local_models.grammar import citation_grammar, source_grammar
 from context_kit_service.provider_errors import as_provider_error
 from context_kit_service.providers import model_name
+from context_kit_service.repository.cache import repositories
 from context_kit_service.retrieval.search import Source
 from context_kit_service.tools.confinement import resolve_repository
 from context_kit_service.validators import not_blank
 
-CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
 """An id cited in an answer: `[FEAT-001]`."""
 UNANSWERED = re.compile(
     r"\b(does not|doesn't|do not|don't|did not|cannot|can't) (say|mention|specify|state|answer"
@@ -76,13 +79,10 @@ async def check_request(state: State, config: RunnableConfig) -> dict[str, Any]:
     return {"repo_root": str(root)}
 
 
-def _context(sources: list[Source]) -> str:
-    return "\n\n".join(
-        prompts.RAG_PASSAGE.format(
-            entity_id=s.entity_id, entity_type=s.entity_type, title=s.title, excerpt=s.excerpt
-        )
-        for s in sources
-    )
+def _passages(sources: list[Source], root: str, question: str) -> dict[str, str]:
+    """The passages as the model reads them, by id: each source's entity, field by field."""
+    entities = repositories.peek(Path(root)).entities
+    return {s.entity_id: source_passage(s, entities.get(s.entity_id), question) for s in sources}
 
 
 def _cited(answer: str, retrieved: set[str]) -> list[str]:
@@ -94,12 +94,15 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
     when its answer cites none and does not say the passages lack the answer, it is asked
     which passage the answer comes from: ` [<a retrieved id>]` is decoded after it."""
     model, spec = chat_model_for(config)
+    passages = _passages(state.sources, state.repo_root, state.query)
     messages: list[BaseMessage] = [
         SystemMessage(prompts.RAG_SYSTEM),
         HumanMessage(prompts.RAG_EXAMPLE_QUESTION),
         AIMessage(prompts.RAG_EXAMPLE_ANSWER),
         HumanMessage(
-            prompts.RAG_QUESTION.format(context=_context(state.sources), question=state.query)
+            prompts.RAG_QUESTION.format(
+                context="\n\n".join(passages.values()), question=state.query
+            )
         ),
     ]
     ids = [s.entity_id for s in state.sources]
@@ -119,6 +122,7 @@ async def answer_question(state: State, config: RunnableConfig) -> dict[str, Any
             answer = f"{answer} {replies[-1].text.strip()}"
     except Exception as exc:
         raise as_provider_error(exc, spec.provider) from exc
+    answer = recited(answer, state.query, passages)
     usage = [getattr(r, "usage_metadata", None) or {} for r in replies]
     return {
         "answer": answer,
