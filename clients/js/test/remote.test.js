@@ -86,6 +86,7 @@ test("RAG: invoke, batch, stream and streamEvents", async () => {
       model: "agent",
       prompt_tokens: 11,
       completion_tokens: completionTokens,
+      index_stale: null,
     });
     assert.deepEqual(
       output.sources.map((s) => [s.entity_id, s.entity_type, s.file_path]),
@@ -154,6 +155,7 @@ test("generation: invoke, batch, stream and streamEvents", async () => {
     provider: "openai",
     linked_feature: "FEAT-003",
     linked_by: "request",
+    unchecked: [],
     approval_request: null,
   });
 

@@ -88,6 +88,14 @@ export interface RagSupport {
   excerpt: string;
 }
 export interface RagMetadata {
+  /**
+   * The answer comes from the index as it was before its last update failed.
+   */
+  indexStale?: boolean;
+  /**
+   * Why the index is stale.
+   */
+  indexStaleReason?: string | null;
   retrievalTimeMs: number;
   generationTimeMs: number;
   totalSources: number;
@@ -112,9 +120,16 @@ export interface GenerateEntityRequest {
  * The app's per-request provider settings (`config`).
  */
 export interface GenerateEntityResponse {
+  /**
+   * The entity; `type` is the entity type unless the type's schema has a `type` field of its own (a spec's, service's or package's kind).
+   */
   entity: {
     [k: string]: unknown;
   };
+  /**
+   * The entity type written, always.
+   */
+  entityType: "feature" | "userstory" | "spec" | "task" | "service" | "package" | "governance";
   yaml: string;
   validation: GenerationValidation;
   approvalRequest?: {
@@ -125,6 +140,10 @@ export interface GenerateEntityResponse {
 export interface GenerationValidation {
   valid: boolean;
   errors: string[];
+  /**
+   * Fields kept as given without a check: the links, when no repository is known to check them against.
+   */
+  unchecked?: string[];
 }
 export interface GenerateEntityMetadata {
   promptTokens: number;
@@ -344,6 +363,10 @@ export interface RagOutput {
    * Completion tokens reported.
    */
   completion_tokens?: number;
+  /**
+   * Why the passages come from an older index (its last update failed).
+   */
+  index_stale?: string | null;
 }
 export interface Source {
   /**
@@ -486,6 +509,10 @@ export interface GenerateOutput {
    * Where the linked feature came from.
    */
   linked_by?: ("request" | "retrieval") | null;
+  /**
+   * Links kept as given without a check (no repository to check them in).
+   */
+  unchecked?: string[];
   /**
    * What waits for approval (status pending_approval).
    */

@@ -5,8 +5,10 @@ first retrieved, or one that merely names the same entity. What an answer adds t
 question (its words that the question does not have: "in-progress", "platform-team",
 "3.0.0") is what it took from a passage, so the passage that holds the most of those words is
 the one it was taken from. When a passage the answer does not cite holds more of them than
-every passage it cites, its citations are replaced by that passage's id. An answer whose
-citation already holds its words (as a stronger model's does) is left as it is.
+every passage it cites, and at least MIN_HELD of them (one word in common is chance: "See
+[FEAT-001]" shares "see" with many a document), its citations are replaced by that passage's
+id. An answer whose citation already holds its words (as a stronger model's does) is left as
+it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from context_kit_service.retrieval.lexical import topic_words
 
 CITATION = re.compile(r"\[([A-Za-z][A-Za-z0-9_./-]*)\]")
 """A cited id as answers write it: `[FEAT-001]`."""
+MIN_HELD = 2
 
 
 def fact_words(answer: str, question: str) -> set[str]:
@@ -46,7 +49,7 @@ def recited(answer: str, question: str, passages: dict[str, str]) -> str:
     if best is None or best in cited:
         return answer
     held = len(words & topic_words(passages[best]))
-    if all(len(words & topic_words(passages[c])) < held for c in cited):
+    if held >= MIN_HELD and all(len(words & topic_words(passages[c])) < held for c in cited):
         once = iter([f"[{best}]"])
         text = CITATION.sub(
             lambda m: next(once, "") if m.group(1) in passages else m.group(0), answer
