@@ -11,7 +11,6 @@ runs, else a stat of every file), and a sync only when something changed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import sqlite3
 import threading
@@ -28,6 +27,7 @@ from langchain_core.embeddings import Embeddings
 from context_kit_service.providers import EmbeddingsSpec, embeddings_model_name
 from context_kit_service.repository.cache import repositories
 from context_kit_service.repository.files import data_name
+from context_kit_service.repository.journal import as_storage_error
 from context_kit_service.repository.model import Signature
 from context_kit_service.retrieval import explanations, generations
 from context_kit_service.retrieval.documents import file_hash, repository_chunks
@@ -62,13 +62,14 @@ SYNC_RETRY_S = 10.0
 
 
 def sync_failure(exc: BaseException) -> str:
-    """Why a sync failed, in a few words (a full disk says so)."""
-    text = str(exc)
-    if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in text:
-        return "the data dir's disk is full"
-    if getattr(exc, "errno", None) == errno.EROFS or "readonly database" in text:
-        return "the data dir is read-only"
-    return f"{type(exc).__name__}: {text[:200]}"
+    """Why a sync failed, in a few words: a disk that refused the write says so (recognised
+    as the write path recognises it, `journal.as_storage_error`)."""
+    storage = as_storage_error(exc)
+    if storage is not None:
+        if storage.code == "INSUFFICIENT_STORAGE":
+            return "the data dir's disk is full"
+        return "the data dir is read-only or not writable"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class RepositoryIndex:
